@@ -1,0 +1,34 @@
+# Quick start:  make run   (phantom data -> train -> evaluate -> report, ~10 min on 2 CPU cores)
+#               make test  (unit + end-to-end tests, a few minutes)
+# Both create the virtual environment .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# the torch build that lies on this machine's disk (pip takes it from there); any recent one works
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+CONFIG ?= quick
+OUT ?= runs/$(CONFIG)
+
+.PHONY: run test lint venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_PINS)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+run: venv
+	$(BIN)/echolite run --config $(CONFIG) --out $(OUT)
+
+test: venv
+	$(BIN)/python -m pytest -q
+	$(BIN)/ruff check .
+
+lint: venv
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

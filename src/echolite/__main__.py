@@ -1,0 +1,3 @@
+from echolite.cli import main
+
+raise SystemExit(main())

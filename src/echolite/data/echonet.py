@@ -1,0 +1,193 @@
+"""EchoNet-Dynamic layout: FileList.csv, VolumeTracings.csv and Videos/, read into clips.
+
+A dataset root holds:
+  * ``FileList.csv``: FileName, EF, ESV, EDV, FrameHeight, FrameWidth, FPS, NumberOfFrames, Split
+    (FileName with or without ``.avi``; Split TRAIN/VAL/TEST in any case);
+  * ``VolumeTracings.csv`` (optional for training): FileName (with ``.avi``), X1, Y1, X2, Y2, Frame;
+  * ``Videos/<FileName>.avi``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+
+from echolite import EcholiteError
+from echolite.data.video import read_frames
+
+FILELIST = "FileList.csv"
+TRACINGS = "VolumeTracings.csv"
+VIDEOS = "Videos"
+FILELIST_COLUMNS = (
+    "FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames", "Split",
+)
+TRACING_COLUMNS = ("FileName", "X1", "Y1", "X2", "Y2", "Frame")
+SPLITS = ("TRAIN", "VAL", "TEST")
+
+
+def stem(file_name: str) -> str:
+    """FileName without a trailing ``.avi`` (FileList has none in the real set)."""
+    name = str(file_name).strip()
+    return name[:-4] if name.lower().endswith(".avi") else name
+
+
+def read_filelist(root: str | Path) -> pd.DataFrame:
+    """FileList.csv with FileName as a stem and Split upper-cased. No validation (see validate)."""
+    path = Path(root) / FILELIST
+    if not path.is_file():
+        raise EcholiteError(f"{path}: not found; a dataset root must hold {FILELIST}")
+    df = pd.read_csv(path)
+    if "FileName" in df:
+        df["FileName"] = df["FileName"].map(stem)
+    if "Split" in df:
+        df["Split"] = df["Split"].astype(str).str.strip().str.upper()
+    return df
+
+
+def video_path(root: str | Path, file_name: str) -> Path:
+    return Path(root) / VIDEOS / f"{stem(file_name)}.avi"
+
+
+def eval_indices(n_video_frames: int, n_frames: int) -> np.ndarray:
+    """``n_frames`` indices evenly spread over the whole video (repeats when it is shorter)."""
+    return np.round(np.linspace(0, n_video_frames - 1, n_frames)).astype(np.int64)
+
+
+def train_indices(n_video_frames: int, n_frames: int, rng: np.random.Generator) -> np.ndarray:
+    """Stratified random indices: one uniformly drawn frame in each of ``n_frames`` equal segments.
+
+    Covers the whole video like :func:`eval_indices`, with a random temporal offset per frame.
+    """
+    edges = np.linspace(0, n_video_frames, n_frames + 1)
+    picks = edges[:-1] + rng.random(n_frames) * (edges[1:] - edges[:-1])
+    return np.clip(np.floor(picks), 0, n_video_frames - 1).astype(np.int64)
+
+
+def window_indices(n_video_frames: int, n_frames: int, fps: float, window_s: float,
+                   rng: np.random.Generator | None = None) -> np.ndarray:
+    """``n_frames`` indices at a fixed stride spanning ``window_s`` seconds (about one beat).
+
+    Evaluation (``rng`` None): the window is centred in the video. Training: a random window start
+    and a random offset of up to half a stride per frame. Shorter videos shrink the stride.
+
+    Unlike :func:`eval_indices`, the frames cannot alias with the heart rate: spreading 8 frames
+    over a whole multi-beat video can land every frame at the same cardiac phase.
+    """
+    last = n_video_frames - 1
+    stride = fps * window_s / n_frames
+    if n_frames > 1:
+        stride = min(stride, last / (n_frames - 1))
+    span = stride * (n_frames - 1)
+    steps = np.arange(n_frames, dtype=np.float64)
+    if rng is None:
+        positions = (last - span) / 2.0 + stride * steps
+    else:
+        start = rng.uniform(0.0, max(0.0, last - span))
+        positions = start + stride * (steps + rng.uniform(-0.5, 0.5, n_frames))
+    return np.clip(np.round(positions), 0, last).astype(np.int64)
+
+
+SAMPLINGS = ("window", "spread")
+
+
+class EchoClips(torch.utils.data.Dataset):
+    """Clips of one split as uint8 tensors (n_frames, 3, size, size), with their EF (%).
+
+    Items are addressed either by an int (evaluation: evenly spread frames) or by a tuple
+    ``(index, seed)`` from :class:`EpochSampler` (training: stratified random frames and an
+    optional random shift, deterministic in the seed whatever the number of workers).
+
+    Args:
+        root: dataset root.
+        table: FileList rows to use (already validated and filtered to one split).
+        n_frames: frames per clip.
+        size: model input height = width; other sizes are resized (area interpolation).
+        shift_px: training augmentation: random translation of up to this many pixels.
+        sampling: ``window`` (:func:`window_indices`, ``window_s`` seconds) or ``spread``
+            (:func:`eval_indices` / :func:`train_indices` over the whole video).
+    """
+
+    def __init__(self, root, table: pd.DataFrame, n_frames: int = 8, size: int = 112,
+                 shift_px: int = 0, sampling: str = "window", window_s: float = 1.2):
+        if sampling not in SAMPLINGS:
+            raise EcholiteError(f"sampling must be one of {SAMPLINGS}, but got {sampling!r}")
+        self.root = Path(root)
+        self.table = table.reset_index(drop=True)
+        self.n_frames, self.size, self.shift_px = n_frames, size, shift_px
+        self.sampling, self.window_s = sampling, window_s
+        self.fps = self.table["FPS"].to_numpy(np.float64)
+        self.names = self.table["FileName"].tolist()
+        self.ef = self.table["EF"].to_numpy(np.float32)
+        self.lengths = self.table["NumberOfFrames"].to_numpy(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, item):
+        rng = None
+        if isinstance(item, tuple):
+            item, seed = item
+            rng = np.random.default_rng(seed)
+        n = int(self.lengths[item])
+        if self.sampling == "window":
+            idx = window_indices(n, self.n_frames, float(self.fps[item]), self.window_s, rng)
+        elif rng is None:
+            idx = eval_indices(n, self.n_frames)
+        else:
+            idx = train_indices(n, self.n_frames, rng)
+        frames = read_frames(video_path(self.root, self.names[item]), idx)  # (T, H, W, 3)
+        if frames.shape[1:3] != (self.size, self.size):
+            frames = np.stack([
+                cv2.resize(f, (self.size, self.size), interpolation=cv2.INTER_AREA) for f in frames
+            ])
+        if rng is not None and self.shift_px > 0:
+            frames = _random_shift(frames, self.shift_px, rng)
+        clip = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))
+        return clip, torch.tensor(self.ef[item])
+
+
+def _random_shift(frames: np.ndarray, pad: int, rng: np.random.Generator) -> np.ndarray:
+    """Zero-pad by ``pad`` and crop back at a random offset (EchoNet's augmentation)."""
+    t, h, w, c = frames.shape
+    padded = np.zeros((t, h + 2 * pad, w + 2 * pad, c), frames.dtype)
+    padded[:, pad : pad + h, pad : pad + w] = frames
+    i, j = rng.integers(0, 2 * pad + 1, 2)
+    return padded[:, i : i + h, j : j + w]
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Shuffles indices and attaches a per-item seed; both are functions of (seed, epoch)."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(self.n)
+        seeds = rng.integers(0, 2**63, self.n)
+        return iter((int(i), int(s)) for i, s in zip(order, seeds))
+
+
+def pixel_stats(dataset: EchoClips, max_videos: int = 64, seed: int = 0) -> tuple[list, list]:
+    """Per-channel mean and std (0..255 scale) over evenly sampled frames of up to ``max_videos``."""
+    rng = np.random.default_rng(seed)
+    picks = rng.permutation(len(dataset))[:max_videos]
+    total, total_sq, count = np.zeros(3), np.zeros(3), 0
+    for i in picks:
+        clip = dataset[int(i)][0].numpy().astype(np.float64)  # (T, 3, H, W)
+        total += clip.sum(axis=(0, 2, 3))
+        total_sq += (clip**2).sum(axis=(0, 2, 3))
+        count += clip.shape[0] * clip.shape[2] * clip.shape[3]
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-6))
+    return mean.tolist(), std.tolist()
