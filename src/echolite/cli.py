@@ -1,0 +1,199 @@
+"""`echolite` command line: a thin map from subcommands to package functions.
+
+    echolite synth OUT --n N --seed S       write a phantom dataset (EchoNet-Dynamic layout)
+    echolite validate --data DIR            check a dataset; non-zero exit on problems
+    echolite train --data DIR --out DIR     train the FP32 baseline (resumable)
+    echolite evaluate --checkpoint CKPT --data DIR
+    echolite run [--config quick] [--data DIR] [--out DIR]   the whole pipeline
+    echolite report RUN_DIR                 regenerate report.md and plots from results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from echolite import EcholiteError, __version__
+
+log = logging.getLogger("echolite")
+
+
+def _config(args):
+    from echolite.config import apply_overrides, load_config
+
+    cfg = load_config(args.config)
+    sets = list(args.set or [])
+    for flag, key in (("data", "data.root"), ("pooling", "model.pooling"),
+                      ("pretrained", "model.pretrained"), ("epochs", "train.epochs"),
+                      ("device", "train.device"), ("seed", "train.seed")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            sets.append(f"{key}={value}")
+    return apply_overrides(cfg, sets)
+
+
+def _add_config_flags(p: argparse.ArgumentParser, data_required: bool = False) -> None:
+    p.add_argument("--config", default=None,
+                   help="preset name (smoke, quick, full) or YAML file; flags below win")
+    p.add_argument("--data", required=data_required, default=None,
+                   help="dataset root in the EchoNet-Dynamic layout (default: generate the phantom)")
+    p.add_argument("--pooling", choices=["mean", "meanstd"], default=None, help="temporal pooling")
+    p.add_argument("--pretrained", default=None,
+                   help="local torchvision ResNet-18 ImageNet state dict (never downloaded)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--device", default=None, help="auto | cpu | cuda")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override any config field, e.g. --set train.lr=3e-4 (repeatable)")
+
+
+def _log_to(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out / "run.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+
+
+def cmd_synth(args) -> int:
+    import time
+
+    from echolite.data.phantom import synthesize
+
+    t0 = time.perf_counter()
+    synthesize(args.out, args.n, args.seed, args.size, args.workers)
+    dt = time.perf_counter() - t0
+    print(f"wrote {args.n} phantom videos to {args.out} in {dt:.1f} s "
+          f"({args.n / dt:.1f} videos/s, {args.workers} worker(s))")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from echolite.data.validate import drop_bad_rows, validate
+
+    report = validate(args.data, check_videos=not args.skip_videos)
+    for problem in report.problems:
+        print(problem, file=sys.stderr)
+    if args.drop_bad and report.problems and not report.fatal:
+        kept = drop_bad_rows(report, args.drop_bad)
+        print(f"{report.summary()}; {len(kept)} usable rows, dropped rows listed in {args.drop_bad}")
+        return 0
+    print(report.summary(), file=sys.stdout if report.ok else sys.stderr)
+    return 0 if report.ok else 1
+
+
+def cmd_train(args) -> int:
+    from echolite.run import prepare_data
+    from echolite.runtime import resolve_device
+    from echolite.train import train
+
+    cfg = _config(args)
+    out = Path(args.out)
+    _log_to(out)
+    root, table, _ = prepare_data(cfg, out)
+    best = train(cfg, root, table, out, resolve_device(cfg.train.device))
+    print(f"best checkpoint: {best}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from echolite.config import from_dict
+    from echolite.data.echonet import read_filelist
+    from echolite.evaluate import evaluate
+    from echolite.runtime import resolve_device
+    from echolite.train import load_checkpoint
+
+    model, ckpt = load_checkpoint(args.checkpoint)
+    cfg = from_dict(ckpt["config"])
+    out = Path(args.out or Path(args.checkpoint).parent)
+    metrics = evaluate(model, cfg, args.data, read_filelist(args.data),
+                       resolve_device(args.device), args.split.upper(),
+                       out / f"predictions_{args.split.lower()}.csv", ckpt["stats"]["ef_mean"])
+    from echolite.runtime import atomic_write_json
+
+    atomic_write_json(out / f"metrics_{args.split.lower()}.json", metrics)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from echolite.run import run
+    from echolite.runtime import resolve_device
+
+    cfg = _config(args)
+    out = Path(args.out or Path("runs") / cfg.name)
+    _log_to(out)
+    run(cfg, out, resolve_device(cfg.train.device))
+    print((out / "report.md").read_text())
+    print(f"results: {out / 'results.json'}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from echolite.report import write_report
+
+    print(write_report(args.run_dir).read_text())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="echolite", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"echolite {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="write an echo phantom dataset in the EchoNet-Dynamic layout")
+    p.add_argument("out")
+    p.add_argument("--n", type=int, default=100, help="number of videos")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=112, help="frame height = width (pixels)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("validate", help="check a dataset before any long work")
+    p.add_argument("--data", required=True)
+    p.add_argument("--drop-bad", metavar="CSV", default=None,
+                   help="instead of failing, list the bad rows and why in CSV (exit 0)")
+    p.add_argument("--skip-videos", action="store_true", help="check the CSVs only")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("train", help="train the FP32 baseline (resumes from OUT/last.pt)")
+    _add_config_flags(p)
+    p.add_argument("--out", required=True, help="checkpoint folder")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="predictions CSV and metrics of a checkpoint on a split")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="TEST", choices=["TRAIN", "VAL", "TEST", "train", "val", "test"])
+    p.add_argument("--out", default=None, help="folder for the outputs (default: checkpoint's)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("run", help="phantom/validate -> train -> evaluate -> results + report")
+    _add_config_flags(p)
+    p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="regenerate report.md and plots from RUN_DIR/results.json")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        return args.func(args)
+    except EcholiteError as err:
+        print(f"echolite: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("echolite: interrupted; finished epochs are kept, rerun to resume", file=sys.stderr)
+        return 130

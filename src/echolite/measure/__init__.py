@@ -1,0 +1,1 @@
+"""Task-agnostic measurement: data throughput, model size, latency (no EF-specific code here)."""

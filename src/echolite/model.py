@@ -1,0 +1,96 @@
+"""EF regressor: ResNet-18 per frame -> global average pool -> temporal pooling -> linear head.
+
+Input: float (B, T, 3, H, W) raw pixel values 0..255 (the model normalises them itself, so a
+deployed artifact needs no preprocessing code). Output: (B,) EF in percent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from echolite import EcholiteError
+
+FEATURES = 512  # ResNet-18 penultimate width
+
+
+class MeanPool(nn.Module):
+    """Average of the frame features over time: (B, T, F) -> (B, F). The inherited design."""
+
+    out_mult = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=1)
+
+
+class MeanStdPool(nn.Module):
+    """Mean and standard deviation over time: (B, T, F) -> (B, 2F).
+
+    The std sees how much each feature swings over the cardiac cycle; EF is a ratio of the largest
+    and smallest volume, which a mean over frames cannot separate from the average size.
+    """
+
+    out_mult = 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=1)
+        std = (x - mean.unsqueeze(1)).pow(2).mean(dim=1).add(1e-6).sqrt()
+        return torch.cat([mean, std], dim=1)
+
+
+POOLINGS = {"mean": MeanPool, "meanstd": MeanStdPool}
+
+
+class EFRegressor(nn.Module):
+    """ResNet-18 EF regressor with built-in input normalisation and output de-standardisation.
+
+    The head predicts a standardised EF z; the output is ``ef_mean + ef_std * z``. The head bias
+    starts at zero, so the effective output bias is ``ef_mean``, the TRAIN-split mean EF: the
+    untrained model predicts about the mean and the loss works on a unit scale.
+
+    Args:
+        pooling: key of :data:`POOLINGS`.
+        pixel_mean, pixel_std: per-channel statistics of TRAIN frames (0..255 scale).
+        ef_mean, ef_std: TRAIN-split EF statistics (%).
+    """
+
+    def __init__(self, pooling: str = "meanstd", pixel_mean=(0.0, 0.0, 0.0),
+                 pixel_std=(1.0, 1.0, 1.0), ef_mean: float = 0.0, ef_std: float = 1.0):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise EcholiteError(f"pooling must be one of {sorted(POOLINGS)}, but got {pooling!r}")
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("ef_mean", torch.tensor(float(ef_mean)))
+        self.register_buffer("ef_std", torch.tensor(float(ef_std)))
+        backbone = torchvision.models.resnet18(weights=None)
+        backbone.fc = nn.Identity()
+        self.backbone = backbone
+        self.pool = POOLINGS[pooling]()
+        self.head = nn.Linear(FEATURES * self.pool.out_mult, 1)
+        nn.init.zeros_(self.head.bias)  # output starts at ef_mean (see class docstring)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t = x.shape[:2]
+        frames = (x.flatten(0, 1) - self.pixel_mean) / self.pixel_std  # (B*T, 3, H, W)
+        feats = self.backbone(frames).view(b, t, -1)  # (B, T, 512)
+        z = self.head(self.pool(feats)).squeeze(1)  # (B,)
+        return self.ef_mean + self.ef_std * z
+
+
+def load_pretrained_backbone(model: EFRegressor, path: str | Path) -> None:
+    """Load a local torchvision ResNet-18 ImageNet state dict into the backbone (fc is ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EcholiteError(f"--pretrained {path}: file not found (weights are never downloaded)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    missing, unexpected = model.backbone.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise EcholiteError(
+            f"--pretrained {path}: not a torchvision resnet18 state dict "
+            f"(missing {missing[:3]}..., unexpected {unexpected[:3]}...)"
+        )
