@@ -236,6 +236,8 @@ def render(spec: VideoSpec, size: int = 112) -> np.ndarray:
     c_lv = cycle_state(t, spec.ed_frame, p["period"], p["systole"])
     to_level = 255.0
 
+    blood, wall_level, atrial_wall, rv_wall = (round(level * to_level) for level in
+                                               (BLOOD, MYOCARDIUM, ATRIAL_WALL, 0.8 * MYOCARDIUM))
     echo = np.empty((spec.n_frames, size, size), np.uint8)
     for i, c in enumerate(c_lv):
         img = echo[i]
@@ -247,20 +249,21 @@ def render(spec: VideoSpec, size: int = 112) -> np.ndarray:
         a_scale = p["atrial_scale"] * (1.0 + p["atrial_filling"] * c)
         la_a, la_b = 0.38 * p["length_px"] * a_scale, 0.85 * p["half_width_px"] * a_scale
         la_c = base + (la_a + 0.6 * wall) * u
-        _ellipse(img, la_c, u, la_a + 0.5 * wall, la_b + 0.5 * wall, round(ATRIAL_WALL * to_level))
-        _ellipse(img, la_c, u, la_a, la_b, round(BLOOD * to_level))
+        _ellipse(img, la_c, u, la_a + 0.5 * wall, la_b + 0.5 * wall, atrial_wall)
+        _ellipse(img, la_c, u, la_a, la_b, blood)
         # right ventricle to the image left of the septum, its own contraction
         rv_c = 1.0 - p["rv_contraction"] * c
         rv_len, rv_hw = p["rv_scale"] * p["length_px"], p["rv_scale"] * p["half_width_px"] * rv_c
         rv_base = apex + p["length_px"] * 0.95 * u - (half_width + wall + rv_hw) * v
-        ra_c = rv_base + (0.8 * la_a + 0.6 * wall) * u
-        _ellipse(img, ra_c, u, 0.8 * la_a + 0.5 * wall, 0.8 * la_b + 0.5 * wall, round(ATRIAL_WALL * to_level))
-        _ellipse(img, ra_c, u, 0.8 * la_a, 0.8 * la_b, round(BLOOD * to_level))
-        _half_ellipse(img, rv_base, -u, rv_len + 0.6 * wall, rv_hw + 0.6 * wall, round(MYOCARDIUM * 0.8 * to_level))
-        _half_ellipse(img, rv_base, -u, rv_len, rv_hw, round(BLOOD * to_level))
+        ra_a, ra_b = 0.8 * la_a, 0.8 * la_b
+        ra_c = rv_base + (ra_a + 0.6 * wall) * u
+        _ellipse(img, ra_c, u, ra_a + 0.5 * wall, ra_b + 0.5 * wall, atrial_wall)
+        _ellipse(img, ra_c, u, ra_a, ra_b, blood)
+        _half_ellipse(img, rv_base, -u, rv_len + 0.6 * wall, rv_hw + 0.6 * wall, rv_wall)
+        _half_ellipse(img, rv_base, -u, rv_len, rv_hw, blood)
         # left ventricle: myocardium, then the cavity
-        _half_ellipse(img, base, -u, length + wall, half_width + wall, round(MYOCARDIUM * to_level))
-        _half_ellipse(img, base, -u, length, half_width, round(BLOOD * to_level))
+        _half_ellipse(img, base, -u, length + wall, half_width + wall, wall_level)
+        _half_ellipse(img, base, -u, length, half_width, blood)
 
     # image formation, vectorised over frames
     bank = _speckle_bank(size)
