@@ -72,6 +72,44 @@ class EvalConfig:
     threshold_ef: float = 50.0  # AUC target: EF below this is "reduced"
 
 
+METHODS = ("fp32-inductor", "fp32-onnxruntime", "dynamic-int8", "static-int8", "static-int8-ort",
+           "qat-int8")
+
+
+@dataclass
+class CompressConfig:
+    """Which compressed variants `echolite run` builds and measures after the baseline.
+
+    Method names: fp32-inductor, fp32-onnxruntime, dynamic-int8, static-int8[-minmax|-histogram|
+    -percentile] (PT2E, torch.compile), static-int8-ort[-minmax|-entropy|-percentile] (ONNX
+    Runtime QDQ), qat-int8.
+    """
+
+    methods: list = field(default_factory=lambda: list(METHODS))
+    calib_videos: int = 64  # calibration clips, drawn from calib_split
+    calib_split: str = "TRAIN"
+    observer: str = "histogram"  # default activation observer of static-int8
+    per_channel: bool = True
+    ort_calibrator: str = "minmax"  # default calibrator of static-int8-ort
+    qat_epochs: int = 1
+    qat_lr: float = 1.0e-5
+    qat_videos: int = 0  # TRAIN videos per QAT epoch; 0 = all
+    sensitivity_videos: int = 48  # VAL videos for per-layer sensitivity; 0 = skip sensitivity
+    fallback_max_rel_delta_mae: float = 0.03  # keep sensitive layers fp32 until within this; <0 = off
+    fallback_max_layers: int = 4
+    threads: int = 2  # intra-op threads for every runtime
+    latency_min_runs: int = 50
+    latency_min_seconds: float = 5.0
+    throughput_batch: int = 16
+
+    def __post_init__(self):
+        for m in self.methods:
+            if not any(str(m).startswith(k) for k in METHODS):
+                raise EcholiteError(f"compress.methods: unknown method {m!r} (known: {', '.join(METHODS)})")
+        if self.calib_split not in ("TRAIN", "VAL"):
+            raise EcholiteError(f"compress.calib_split must be TRAIN or VAL, but got {self.calib_split!r}")
+
+
 @dataclass
 class RunConfig:
     name: str = "run"
@@ -79,6 +117,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    compress: CompressConfig = field(default_factory=CompressConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -147,13 +186,15 @@ def _coerce(value, hint, dotted: str, source: str):
     try:
         if base is bool and not isinstance(value, bool):
             raise ValueError
+        if base is list:
+            return [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
         return base(value) if base in (int, float, str, bool) else value
     except (TypeError, ValueError):
         raise EcholiteError(f"{source}: {dotted} must be {base.__name__}, but got {value!r}") from None
 
 
 def _revalidate(cfg: RunConfig) -> RunConfig:
-    for section in (cfg.data, cfg.model, cfg.train, cfg.eval):
+    for section in (cfg.data, cfg.model, cfg.train, cfg.eval, cfg.compress):
         post = getattr(section, "__post_init__", None)
         if post:
             post()

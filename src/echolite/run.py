@@ -6,13 +6,13 @@ A run folder holds::
     environment.json   package versions, git commit, CPU flags
     run.log            the log of every invocation
     baseline/          best.pt, last.pt, predictions_test.csv
+    variants/          compressed artifacts (.pt2, .onnx, state dicts) and one cached row file each
     results.json       one row per model variant (see echolite.report)
     report.md, *.png   regenerated from results.json by `echolite report`
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import sys
 import time
@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from echolite import EcholiteError
+from echolite.benchmark import measure_all
 from echolite.config import RunConfig, save_config
 from echolite.data.echonet import read_filelist
 from echolite.data.phantom import synthesize
@@ -67,12 +68,6 @@ def prepare_data(cfg: RunConfig, out: Path, workers: int = 2) -> tuple[Path, pd.
     raise EcholiteError(report.summary() + " (see above; data.drop_bad_rows=true skips bad rows)")
 
 
-def state_dict_bytes(model: torch.nn.Module) -> int:
-    buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
-    return buf.getbuffer().nbytes
-
-
 def run(cfg: RunConfig, out: str | Path, device: torch.device) -> dict:
     """Run the whole pipeline into ``out``; finished steps are reused. Returns results.json."""
     out = Path(out)
@@ -84,31 +79,16 @@ def run(cfg: RunConfig, out: str | Path, device: torch.device) -> dict:
     root, table, kind = prepare_data(cfg, out)
     t0 = time.perf_counter()
     best = train(cfg, root, table, out / "baseline", device)
-    train_s = time.perf_counter() - t0
+    log.info("baseline ready (%.0f s in this invocation)", time.perf_counter() - t0)
     model, ckpt = load_checkpoint(best)
-    metrics = evaluate(model, cfg, root, table, device, "TEST",
-                       out / "baseline" / "predictions_test.csv", ckpt["stats"]["ef_mean"])
-    preds = pd.read_csv(out / "baseline" / "predictions_test.csv")
+    # per-video predictions of the baseline, on the training device
+    evaluate(model, cfg, root, table, device, "TEST", out / "baseline" / "predictions_test.csv",
+             ckpt["stats"]["ef_mean"])
+    rows = measure_all(cfg, out, model.cpu(), ckpt, root, table)
+    m = rows[0]["metrics"]
     log.info("TEST MAE %.2f [%.2f, %.2f], R² %.3f (predicting the train mean: MAE %.2f)",
-             metrics["mae"]["value"], metrics["mae"]["ci_low"], metrics["mae"]["ci_high"],
-             metrics["r2"]["value"], metrics["mae_predict_reference"])
-    row = {
-        "name": "fp32",
-        "model": f"resnet18-{cfg.model.pooling}",
-        "method": "baseline",
-        "precision": "fp32",
-        "backend": "pytorch-eager",
-        "device": str(device),
-        "status": "ok",
-        "error": None,
-        "metrics": metrics,
-        "size_bytes": {"state_dict": state_dict_bytes(model)},
-        "latency_ms": None,
-        "predictions": {"ef": preds["EF"].round(3).tolist(), "ef_pred": preds["EF_pred"].round(3).tolist()},
-        "details": {"checkpoint": str(best.relative_to(out)), "best_epoch": ckpt["epoch"],
-                    "val_mae": ckpt["val_mae"], "history": ckpt["history"],
-                    "train_seconds_this_invocation": round(train_s, 1)},
-    }
+             m["mae"]["value"], m["mae"]["ci_low"], m["mae"]["ci_high"], m["r2"]["value"],
+             m["mae_predict_reference"])
     results = {
         "schema": SCHEMA,
         "run": {
@@ -120,7 +100,7 @@ def run(cfg: RunConfig, out: str | Path, device: torch.device) -> dict:
             "data": {"root": str(root), "kind": kind,
                      "splits": table["Split"].value_counts().to_dict()},
         },
-        "rows": [row],
+        "rows": rows,
     }
     atomic_write_json(out / "results.json", results)
     write_report(out)

@@ -1,0 +1,371 @@
+"""INT8 quantization through PyTorch 2 export (torchao PT2E), lowered with torch.compile.
+
+Static PTQ:  export -> prepare_pt2e(X86InductorQuantizer) -> calibrate -> convert_pt2e
+QAT:         export -> prepare_qat_pt2e -> fine-tune (task callback) -> convert_pt2e
+Both give the same artifact: a Q/DQ ATen graph (int8 weights, uint8 activations) that
+``torch.compile`` with ``freezing`` lowers to oneDNN int8 kernels (VNNI on this x86 CPU), and
+that the ONNX exporter writes as a QDQ model for ONNX Runtime.
+
+Dynamic PTQ: torchao ``quantize_`` with int8 dynamic activations and int8 weights on nn.Linear.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import operator
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from echolite.compress.base import CompressionError, Context, Variant, register
+
+log = logging.getLogger(__name__)
+aten = torch.ops.aten
+qd = "quantized_decomposed"
+
+OBSERVERS = ("minmax", "histogram", "percentile")
+ENGINES = ("x86",)  # X86InductorQuantizer (oneDNN, VNNI/AMX); ARM would need an XNNPACK quantizer
+
+
+@dataclass
+class DynamicPTQConfig:
+    """Weights int8, activations quantized at run time (torchao), on nn.Linear layers only."""
+
+    name: str = "dynamic-int8"
+
+
+@dataclass
+class StaticPTQConfig:
+    """Static INT8 of the whole network (convs, residual adds, linear) via PT2E.
+
+    Attributes:
+        observer: activation range estimator: minmax, histogram (MSE-optimal, the x86 default)
+            or percentile (clips the top/bottom ``100 - percentile`` %).
+        per_channel: per-output-channel weight scales (else one per tensor).
+        keep_fp32: module names (e.g. ``backbone.conv1``) left in floating point.
+        engine: quantizer/kernel family; ``x86`` (oneDNN).
+    """
+
+    name: str = "static-int8"
+    observer: str = "histogram"
+    per_channel: bool = True
+    percentile: float = 99.99
+    keep_fp32: tuple[str, ...] = ()
+    engine: str = "x86"
+
+    def __post_init__(self):
+        if self.observer not in OBSERVERS:
+            raise ValueError(f"observer must be one of {OBSERVERS}, but got {self.observer!r}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, but got {self.engine!r}")
+        if not 50.0 < self.percentile <= 100.0:
+            raise ValueError(f"percentile must be in (50, 100], but got {self.percentile}")
+        self.keep_fp32 = tuple(self.keep_fp32)
+
+
+@dataclass
+class QATConfig:
+    """Fake-quant fine-tuning from the FP32 weights, then conversion to the static-INT8 artifact.
+
+    Observers keep updating for ``observer_epochs`` and are then frozen; BatchNorm statistics are
+    frozen after ``bn_freeze_epochs`` (folded conv+BN is simulated by prepare_qat_pt2e).
+    """
+
+    name: str = "qat-int8"
+    epochs: int = 1
+    lr: float = 1e-5
+    observer_epochs: int = 1
+    bn_freeze_epochs: int = 1
+    engine: str = "x86"
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.lr <= 0:
+            raise ValueError(f"QAT needs epochs >= 1 and lr > 0, got {self.epochs}, {self.lr}")
+
+
+# --- torch.export metadata repair -----------------------------------------------------------
+# torch >= 2.10 no longer records `source_fn_stack` on exported nodes, and the fallback in
+# get_source_partitions groups nodes by module, so a ReLU module called twice (as in every
+# ResNet BasicBlock) becomes one partition with two outputs and X86InductorQuantizer fails with
+# "Input partition has more than one output node" (pytorch/ao#3914). We record, per node, the
+# source kind the quantizer's pattern matcher looks for.
+_SOURCE_OF = {
+    aten.conv2d.default: nn.Conv2d,
+    aten.linear.default: nn.Linear,
+    aten.relu.default: nn.ReLU,
+    aten.relu_.default: nn.ReLU,
+    aten.add.Tensor: operator.add,
+    aten.add_.Tensor: operator.add,
+    aten.mul.Tensor: operator.mul,
+    aten.max_pool2d.default: nn.MaxPool2d,
+    aten.adaptive_avg_pool2d.default: nn.AdaptiveAvgPool2d,
+}
+
+
+def _restore_source_fn_stack(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target in _SOURCE_OF and not node.meta.get("source_fn_stack"):
+            node.meta["source_fn_stack"] = [(node.name, _SOURCE_OF[node.target])]
+    return gm
+
+
+def export_program(model: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
+    """torch.export with a dynamic batch dimension (traced at batch 2: batch 1 would specialise)."""
+    pair = torch.cat([example[:1], example[:1]])
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    return torch.export.export(model, (pair,), dynamic_shapes=({0: batch},))
+
+
+def export_graph(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
+    """ATen graph of ``model`` for PT2E, with the metadata the quantizer needs."""
+    return _restore_source_fn_stack(export_program(model, example).module())
+
+
+# --- observers --------------------------------------------------------------------------------
+def _percentile_observer():
+    from torchao.quantization.pt2e import MinMaxObserver
+
+    class PercentileObserver(MinMaxObserver):
+        """Min-max over batches of the per-batch ``percentile`` (and 100 - percentile) values."""
+
+        def __init__(self, percentile: float = 99.99, max_samples: int = 1 << 20, **kwargs):
+            super().__init__(**kwargs)
+            self.percentile, self.max_samples = percentile, max_samples
+
+        def forward(self, x_orig):
+            if x_orig.numel() == 0:
+                return x_orig
+            x = x_orig.detach().to(self.min_val.dtype).flatten()
+            if x.numel() > self.max_samples:
+                step = x.numel() // self.max_samples + 1
+                x = x[::step]
+            q = torch.tensor([1.0 - self.percentile / 100.0, self.percentile / 100.0])
+            lo, hi = torch.quantile(x.float(), q)
+            self.min_val.copy_(torch.minimum(self.min_val, lo))
+            self.max_val.copy_(torch.maximum(self.max_val, hi))
+            return x_orig
+
+    return PercentileObserver
+
+
+def quantization_config(observer: str = "histogram", per_channel: bool = True,
+                        percentile: float = 99.99, is_qat: bool = False):
+    """X86 config (uint8 affine activations, int8 symmetric weights) with a chosen observer."""
+    from torchao.quantization.pt2e import (
+        HistogramObserver,
+        MinMaxObserver,
+        PerChannelMinMaxObserver,
+    )
+    from torchao.quantization.pt2e.quantizer import QuantizationConfig, QuantizationSpec
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        get_default_x86_inductor_quantization_config,
+    )
+
+    if is_qat:
+        return get_default_x86_inductor_quantization_config(is_qat=True)
+    eps = {"eps": 2**-12}
+    act_ctr = {"minmax": MinMaxObserver.with_args(**eps),
+               "histogram": HistogramObserver.with_args(**eps),
+               "percentile": _percentile_observer().with_args(percentile=percentile, **eps)}[observer]
+    act = QuantizationSpec(dtype=torch.uint8, quant_min=0, quant_max=255,
+                           qscheme=torch.per_tensor_affine, is_dynamic=False,
+                           observer_or_fake_quant_ctr=act_ctr)
+    if per_channel:
+        weight = QuantizationSpec(dtype=torch.int8, quant_min=-128, quant_max=127,
+                                  qscheme=torch.per_channel_symmetric, ch_axis=0, is_dynamic=False,
+                                  observer_or_fake_quant_ctr=PerChannelMinMaxObserver.with_args(**eps))
+    else:
+        weight = QuantizationSpec(dtype=torch.int8, quant_min=-128, quant_max=127,
+                                  qscheme=torch.per_tensor_symmetric, is_dynamic=False,
+                                  observer_or_fake_quant_ctr=MinMaxObserver.with_args(**eps))
+    return QuantizationConfig(act, act, weight, None, False)
+
+
+def _quantizer(config, keep_fp32=()):
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer
+
+    quantizer = X86InductorQuantizer()
+    quantizer.set_global(config)
+    for name in keep_fp32:
+        quantizer.set_module_name_qconfig(name, None)
+    return quantizer
+
+
+# --- inspection ---------------------------------------------------------------------------------
+def count_quantized_ops(gm: torch.fx.GraphModule) -> dict:
+    """How many convs/linears have int8 weights, and how many adds get quantized inputs.
+
+    A conv counts when its weight comes from ``dequantize_per_channel/tensor`` of an int8 tensor
+    and its activation from ``dequantize_per_tensor``; this is what oneDNN lowering fuses.
+    """
+    def is_dq(n):
+        return isinstance(n, torch.fx.Node) and n.op == "call_function" and \
+            str(n.target).startswith(f"{qd}.dequantize")
+
+    counts = Counter()
+    for node in gm.graph.nodes:
+        if node.op != "call_function":
+            continue
+        if node.target in (aten.conv2d.default, aten.linear.default):
+            kind = "conv" if node.target == aten.conv2d.default else "linear"
+            counts[f"{kind}_total"] += 1
+            if is_dq(node.args[0]) and is_dq(node.args[1]):
+                counts[f"{kind}_int8"] += 1
+        elif node.target in (aten.add.Tensor, aten.add_.Tensor):
+            if all(is_dq(a) or (isinstance(a, torch.fx.Node) and a.target in
+                                (aten.conv2d.default,)) for a in node.args[:2]) and \
+                    any(is_dq(a) for a in node.args[:2]):
+                counts["add_int8"] += 1
+        elif str(node.target).startswith(f"{qd}.quantize"):
+            counts["quantize_nodes"] += 1
+        elif is_dq(node):
+            counts["dequantize_nodes"] += 1
+    return dict(counts)
+
+
+def _drop_unused_attributes(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Remove float weights that conversion replaced by int8 constants (they would bloat files)."""
+    gm.graph.eliminate_dead_code()
+    used = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
+    for name in [n for n, _ in gm.named_parameters()] + [n for n, _ in gm.named_buffers()]:
+        if name not in used:
+            owner, _, attr = name.rpartition(".")
+            mod = gm.get_submodule(owner) if owner else gm
+            if attr in mod._parameters:
+                del mod._parameters[attr]
+            elif attr in mod._buffers:
+                del mod._buffers[attr]
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return gm
+
+
+# --- lowering ------------------------------------------------------------------------------------
+def compile_for_cpu(module: nn.Module):
+    """torch.compile (Inductor) with weight freezing, compiled lazily on the first call.
+
+    Compilation happens inside the first call, so a latency measurement reports it as the
+    first-call time, apart from the steady-state latency.
+    """
+    import torch._inductor.config as inductor_config
+
+    compiled = torch.compile(module)
+
+    def run(x):
+        with inductor_config.patch(freezing=True), torch.no_grad():
+            return compiled(x)
+
+    return run
+
+
+def _versions() -> dict:
+    import torchao
+
+    return {"torch": torch.__version__, "torchao": torchao.__version__}
+
+
+def _finish_int8(converted, cfg_name, method, ctx: Context, details: dict) -> Variant:
+    converted = _drop_unused_attributes(converted)
+    counts = count_quantized_ops(converted)
+    details = {**details, "quantized_ops": counts, "versions": _versions()}
+    if counts.get("conv_int8", 0) == 0:
+        raise CompressionError(f"{cfg_name}: no convolution was quantized ({counts}); the quantizer "
+                               "annotated nothing — refusing to report an fp32 model as int8")
+    if counts.get("conv_int8", 0) < counts.get("conv_total", 0) and not details.get("keep_fp32"):
+        raise CompressionError(f"{cfg_name}: only {counts['conv_int8']} of {counts['conv_total']} convs "
+                               "quantized without keep_fp32")
+    example = ctx.example_input
+    pt2 = ctx.work_dir / f"{cfg_name}.pt2"
+    torch.export.save(export_program(converted, example), pt2)
+    details["lowering"] = "torch.compile (Inductor, freezing=True) -> oneDNN int8 kernels"
+    return Variant(name=cfg_name, method=method, precision="int8", backend="torch.compile-inductor",
+                   predict=compile_for_cpu(converted), artifacts={"pt2": pt2}, details=details,
+                   reference=converted)
+
+
+@register(StaticPTQConfig)
+def static_ptq(model: nn.Module, cfg: StaticPTQConfig, ctx: Context) -> Variant:
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    model = copy.deepcopy(model).eval()
+    graph = export_graph(model, ctx.example_input)
+    prepared = prepare_pt2e(graph, _quantizer(
+        quantization_config(cfg.observer, cfg.per_channel, cfg.percentile), cfg.keep_fp32))
+    n = 0
+    with torch.no_grad():
+        for batch in ctx.calibration():
+            prepared(batch)
+            n += len(batch)
+    if n == 0:
+        raise CompressionError(f"{cfg.name}: the calibration set is empty")
+    converted = convert_pt2e(prepared)
+    details = {"library": "torchao PT2E", "quantizer": "X86InductorQuantizer", "engine": cfg.engine,
+               "observer": cfg.observer, "per_channel": cfg.per_channel, "calibration_items": n,
+               "keep_fp32": list(cfg.keep_fp32), "activations": "uint8 affine",
+               "weights": "int8 symmetric " + ("per-channel" if cfg.per_channel else "per-tensor")}
+    return _finish_int8(converted, cfg.name, "static-ptq", ctx, details)
+
+
+@register(QATConfig)
+def qat(model: nn.Module, cfg: QATConfig, ctx: Context) -> Variant:
+    from torchao.quantization.pt2e import (
+        disable_observer,
+        move_exported_model_to_eval,
+        move_exported_model_to_train,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+
+    if ctx.finetune is None:
+        raise CompressionError(f"{cfg.name}: QAT needs a fine-tuning callback from the task")
+    model = copy.deepcopy(model).train()
+    graph = export_graph(model, ctx.example_input)
+    prepared = prepare_qat_pt2e(graph, _quantizer(quantization_config(is_qat=True)))
+    t0 = time.perf_counter()
+    for epoch in range(cfg.epochs):
+        move_exported_model_to_train(prepared)
+        if epoch >= cfg.observer_epochs:
+            prepared.apply(disable_observer)
+        if epoch >= cfg.bn_freeze_epochs:
+            # BN layers of an exported graph cannot be switched to eval individually;
+            # move_exported_model_to_eval rewrites them to use running statistics.
+            move_exported_model_to_eval(prepared)
+        ctx.finetune(prepared, 1, cfg.lr)
+    move_exported_model_to_eval(prepared)
+    converted = convert_pt2e(prepared)
+    details = {"library": "torchao PT2E", "quantizer": "X86InductorQuantizer (is_qat)",
+               "engine": cfg.engine, "observer": "moving-average min-max (fake quant)",
+               "epochs": cfg.epochs, "lr": cfg.lr, "finetune_seconds": round(time.perf_counter() - t0, 1),
+               "activations": "uint8 affine", "weights": "int8 symmetric per-channel"}
+    return _finish_int8(converted, cfg.name, "qat", ctx, details)
+
+
+@register(DynamicPTQConfig)
+def dynamic_ptq(model: nn.Module, cfg: DynamicPTQConfig, ctx: Context) -> Variant:
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+    model = copy.deepcopy(model).eval()
+    quantize_(model, Int8DynamicActivationInt8WeightConfig(),
+              filter_fn=lambda m, _: isinstance(m, nn.Linear))
+    covered = [n for n, m in model.named_modules()
+               if isinstance(m, nn.Linear) and type(m.weight).__name__ != "Parameter"]
+    convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    if not covered:
+        raise CompressionError(f"{cfg.name}: no Linear layer was quantized")
+    path = ctx.work_dir / f"{cfg.name}.state_dict.pt"
+    torch.save(model.state_dict(), path)
+    details = {"library": "torchao quantize_", "config": "Int8DynamicActivationInt8WeightConfig",
+               "quantized_ops": {"linear_int8": len(covered), "conv_int8": 0, "conv_total": convs},
+               "covered_modules": covered, "versions": _versions()}
+
+    def run(x):
+        with torch.no_grad():
+            return model(x)
+
+    return Variant(name=cfg.name, method="dynamic-ptq", precision="int8 (Linear only)",
+                   backend="pytorch-eager", predict=run, artifacts={"state_dict": path},
+                   details=details, reference=model)

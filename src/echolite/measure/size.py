@@ -1,0 +1,23 @@
+"""Size on disk of models and artifacts."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import torch
+
+
+def file_bytes(path: str | Path) -> int:
+    """Bytes of a file plus its ONNX external-data sidecar, if any."""
+    path = Path(path)
+    total = path.stat().st_size
+    sidecar = path.with_name(path.name + ".data")
+    return total + (sidecar.stat().st_size if sidecar.exists() else 0)
+
+
+def state_dict_bytes(module: torch.nn.Module) -> int:
+    """Bytes of ``torch.save(module.state_dict())``."""
+    buf = io.BytesIO()
+    torch.save(module.state_dict(), buf)
+    return buf.getbuffer().nbytes

@@ -1,0 +1,138 @@
+"""The compression engine on the real ResNet-18 EF model (small frames to stay fast)."""
+
+import numpy as np
+import pytest
+import torch
+
+from echolite.compress import (
+    CompressionError,
+    Context,
+    DynamicPTQConfig,
+    OnnxFP32Config,
+    OrtStaticConfig,
+    QATConfig,
+    StaticPTQConfig,
+    compress,
+)
+from echolite.measure.size import file_bytes, state_dict_bytes
+from echolite.model import EFRegressor
+
+SIZE = 64  # ResNet-18 runs on any frame size; small frames keep these tests fast
+N_CONVS, N_ADDS = 20, 8  # ResNet-18: 20 convolutions (3 downsample), 8 residual additions
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = EFRegressor("meanstd", (40.0,) * 3, (50.0,) * 3, ef_mean=56.0, ef_std=12.0)
+    with torch.no_grad():  # a few train-mode passes give BatchNorm realistic running statistics
+        for _ in range(3):
+            m(torch.rand(4, 8, 3, SIZE, SIZE) * 255)
+    return m.eval()
+
+
+def clips(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(1, 8, 3, SIZE, SIZE, generator=g) * 255 for _ in range(n)]
+
+
+def ctx(tmp_path, calib=None, finetune=None):
+    calib = clips(4) if calib is None else calib
+    return Context(example_input=clips(1, seed=9)[0], calibration=lambda: iter(calib),
+                   work_dir=tmp_path, finetune=finetune, threads=2)
+
+
+def test_static_ptq_quantizes_the_whole_network(model, tmp_path):
+    v = compress(model, StaticPTQConfig(observer="minmax"), ctx(tmp_path))
+    q = v.details["quantized_ops"]
+    assert q["conv_int8"] == q["conv_total"] == N_CONVS
+    assert q["add_int8"] == N_ADDS and q["linear_int8"] == 1  # residual adds and head too
+    assert v.precision == "int8" and v.backend == "torch.compile-inductor"
+    assert set(v.artifacts) == {"pt2"}
+    assert state_dict_bytes(v.reference) <= 0.27 * state_dict_bytes(model)
+    assert file_bytes(v.artifacts["pt2"]) <= 0.35 * state_dict_bytes(model)
+    x = torch.cat(clips(3, seed=5))
+    with torch.no_grad():
+        diff = (v.reference(x) - model(x)).abs().max().item()
+    assert 0 < diff < 3.0  # really quantized, yet close to fp32 (EF points)
+
+
+@pytest.mark.parametrize("observer", ["histogram", "percentile"])
+def test_other_observers(model, tmp_path, observer):
+    v = compress(model, StaticPTQConfig(observer=observer, per_channel=False), ctx(tmp_path))
+    assert v.details["quantized_ops"]["conv_int8"] == N_CONVS
+    assert v.details["observer"] == observer and "per-tensor" in v.details["weights"]
+
+
+def test_keep_fp32_leaves_that_layer_in_float(model, tmp_path):
+    v = compress(model, StaticPTQConfig(keep_fp32=("backbone.conv1",)), ctx(tmp_path))
+    assert v.details["quantized_ops"]["conv_int8"] == N_CONVS - 1
+
+
+def test_dynamic_covers_only_linear(model, tmp_path):
+    v = compress(model, DynamicPTQConfig(), ctx(tmp_path))
+    q = v.details["quantized_ops"]
+    assert q == {"linear_int8": 1, "conv_int8": 0, "conv_total": N_CONVS}
+    assert v.details["covered_modules"] == ["head"]
+    x = clips(1)[0]
+    assert abs(v.predict(x).item() - model(x).item()) < 1.0
+
+
+@pytest.mark.parametrize("calib, message", [([], "calibration set is empty")])
+def test_broken_calibration_set_is_a_clear_error(model, tmp_path, calib, message):
+    with pytest.raises(CompressionError, match=message):
+        compress(model, StaticPTQConfig(), ctx(tmp_path, calib=calib))
+    with pytest.raises(CompressionError, match=message):
+        compress(model, OrtStaticConfig(), ctx(tmp_path / "ort", calib=calib))
+
+
+def test_wrong_calibration_shape_fails_loudly(model, tmp_path):
+    bad = [torch.rand(1, 8, 3, SIZE + 1)]
+    with pytest.raises(Exception, match="(?i)shape|size|dim|expected"):
+        compress(model, StaticPTQConfig(), ctx(tmp_path, calib=bad))
+
+
+def test_qat_converts_to_the_same_artifact_as_ptq(model, tmp_path):
+    steps = []
+
+    def finetune(module, epochs, lr):
+        opt = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=lr)
+        for x in clips(2, seed=3):
+            loss = (module(x) - 50.0).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            steps.append(loss.item())
+
+    ptq = compress(model, StaticPTQConfig(), ctx(tmp_path / "ptq"))
+    qat = compress(model, QATConfig(epochs=1, lr=1e-6), ctx(tmp_path / "qat", finetune=finetune))
+    assert len(steps) == 2
+    assert isinstance(qat.reference, torch.fx.GraphModule) and isinstance(ptq.reference, torch.fx.GraphModule)
+    assert (qat.precision, qat.backend, set(qat.artifacts)) == (ptq.precision, ptq.backend, set(ptq.artifacts))
+    assert qat.details["quantized_ops"] == ptq.details["quantized_ops"]
+
+
+def test_onnxruntime_fp32_and_static_int8(model, tmp_path):
+    c = ctx(tmp_path)
+    fp32 = compress(model, OnnxFP32Config(), c)
+    int8 = compress(model, OrtStaticConfig(calibrator="minmax"), c)
+    x = torch.cat(clips(2, seed=7))
+    with torch.no_grad():
+        ref = model(x).numpy()
+    np.testing.assert_allclose(fp32.predict(x).numpy(), ref, atol=1e-3)
+    assert int8.details["runtime_int8_ops"]["QLinearConv"] == N_CONVS  # what ORT really runs
+    assert int8.details["runtime_float_convs"] == 0
+    assert file_bytes(int8.artifacts["onnx"]) <= 0.27 * file_bytes(fp32.artifacts["onnx"])
+    assert np.abs(int8.predict(x).numpy() - ref).max() < 3.0
+
+
+def test_engine_is_task_agnostic(tmp_path):
+    """A plain image classifier (CIFAR-like) goes through the same verb."""
+    import torchvision
+
+    net = torchvision.models.resnet18(num_classes=10).eval()
+    calib = [torch.rand(2, 3, 32, 32) for _ in range(2)]
+    c = Context(example_input=torch.rand(1, 3, 32, 32), calibration=lambda: iter(calib), work_dir=tmp_path)
+    v = compress(net, StaticPTQConfig(observer="minmax"), c)
+    assert v.details["quantized_ops"]["conv_int8"] == N_CONVS
+    assert v.reference(torch.rand(3, 3, 32, 32)).shape == (3, 10)
