@@ -229,6 +229,7 @@ def _measured_row(variant: Variant, task: EFTask, cc, model_name: str, device: s
     row["predictions"] = _predictions(task, pred)
     row["latency_ms"] = latency
     row["size_bytes"] = {kind: file_bytes(path) for kind, path in variant.artifacts.items()}
+    row["artifacts"] = {kind: Path(path).name for kind, path in variant.artifacts.items()}  # in variants/
     details = dict(variant.details)
     details["max_abs_diff_vs_fp32_ef"] = float(np.max(np.abs(pred - fp32_pred)))
     if reference_pred is not None:
@@ -263,7 +264,7 @@ def _build_and_measure(name, cfg, task: EFTask, ctx: Context, model, model_name,
     torch.save(variant.reference.state_dict(), sd_path)
     variant.artifacts["state_dict"] = sd_path
     rows = [_measured_row(variant, task, cc, model_name, device, fp32_pred, ref_pred)]
-    if variant.method in ("static-ptq", "qat"):
+    if name in ("static-int8", "qat-int8"):  # the same int8 graph, run by ONNX Runtime
         onnx_path = export_onnx(variant.reference, task.example, ctx.work_dir / f"{variant.name}.onnx")
         ort = ort_variant(onnx_path, f"{variant.name}-onnxruntime", variant.method, "int8", ctx,
                           {**variant.details, "exported_from": variant.name}, reference=variant.reference)
@@ -320,3 +321,71 @@ def _sensitivity_and_fallback(config: OrtStaticConfig, base: Variant, task: EFTa
     fallback.details["fallback"] = {"kept_fp32": keep, "val_mae": current, "val_fp32_mae": fp32_mae,
                                     "tolerance_rel": cc.fallback_max_rel_delta_mae}
     return [_measured_row(fallback, task, cc, model_name, device, fp32_pred, None)]
+
+
+def bench_artifacts(run_dir: Path, min_runs: int | None = None, min_seconds: float | None = None) -> dict:
+    """Re-time every saved artifact of a run in this one process, from the files alone.
+
+    FP32 eager is timed first and last; ratios are p50(FP32 eager, first) / p50(variant).
+    INT8 graphs load from ``.pt2`` (torch.export) and ``.onnx``: no training code is involved.
+    """
+    from dataclasses import replace as dc_replace
+
+    from echolite.compress.onnxrt import session
+    from echolite.config import from_dict
+    from echolite.report import load_results
+    from echolite.train import build_model
+
+    results = load_results(run_dir)
+    cfg = from_dict(results["run"]["config"])
+    cc = cfg.compress
+    if min_runs is not None or min_seconds is not None:
+        seconds = min_seconds if min_seconds is not None else cc.latency_min_seconds
+        cc = dc_replace(cc, latency_min_runs=min_runs or cc.latency_min_runs, latency_min_seconds=seconds)
+    torch.set_num_threads(cc.threads)
+    variants = Path(run_dir) / "variants"
+    state = torch.load(variants / "fp32.state_dict.pt", map_location="cpu", weights_only=True)
+    stats = {"pixel_mean": [0.0] * 3, "pixel_std": [1.0] * 3, "ef_mean": 0.0, "ef_std": 1.0}
+    model = build_model(cfg, stats)
+    model.load_state_dict(state)
+    model.eval()
+    example = torch.rand(1, cfg.data.n_frames, 3, cfg.data.size, cfg.data.size) * 255
+
+    def eager(x):
+        with torch.no_grad():
+            return model(x)
+
+    timings = {"fp32 [pytorch-eager] (first)": time_variant(eager, example, cc)}
+    for row in results["rows"][1:]:
+        if row["status"] != "ok":
+            continue
+        name, backend = row["name"], row["backend"]
+        key = f"{name} [{backend}]"
+        files = row.get("artifacts") or {}
+        if backend == "onnxruntime-cpu":
+            fn = _ort_fn(session(variants / files["onnx"], cc.threads))
+        elif backend == "torch.compile-inductor" and row["precision"] == "int8":
+            fn = compile_for_cpu(torch.export.load(variants / files["pt2"]).module())
+        elif backend == "torch.compile-inductor":
+            fn = compile_for_cpu(model)
+        elif name == "dynamic-int8":
+            ctx = Context(example, lambda: iter([example]), variants / "bench")
+            fn = compress(model, DynamicPTQConfig(name), ctx).predict
+        else:
+            continue
+        timings[key] = time_variant(fn, example, cc)
+        log.info("%s: p50 %.1f ms", key, timings[key]["p50"])
+    timings["fp32 [pytorch-eager] (last)"] = time_variant(eager, example, cc)
+    ref = timings["fp32 [pytorch-eager] (first)"]["p50"]
+    out = {"device": f"cpu: {cpu_name()}, {cc.threads} threads", "reference_p50_ms": ref,
+           "rows": [{"variant": k, "p50_ms": v["p50"], "p90_ms": v["p90"],
+                     "first_call_ms": v["first_call_ms"], "ratio_vs_fp32_eager": v["p50"] / ref,
+                     "speedup": ref / v["p50"], "throughput_videos_per_s": v["throughput_videos_per_s"]}
+                    for k, v in timings.items()]}
+    atomic_write_json(Path(run_dir) / "bench.json", out)
+    return out
+
+
+def _ort_fn(sess):
+    name = sess.get_inputs()[0].name
+    return lambda x: sess.run(None, {name: x.numpy()})[0]

@@ -6,6 +6,7 @@
     echolite evaluate --checkpoint CKPT --data DIR
     echolite run [--config quick] [--data DIR] [--out DIR]   the whole pipeline
     echolite report RUN_DIR                 regenerate report.md and plots from results.json
+    echolite bench RUN_DIR                  re-time every saved artifact, ratios vs FP32 eager
 """
 
 from __future__ import annotations
@@ -139,6 +140,37 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from echolite.benchmark import bench_artifacts
+
+    out = bench_artifacts(Path(args.run_dir), args.min_runs, args.min_seconds)
+    print(f"device: {out['device']}; ratios are p50(variant) / p50(FP32 eager, timed first)")
+    print(f"{'variant':<48} {'p50 ms':>8} {'p90 ms':>8} {'ratio':>7} {'speed-up':>9} {'videos/s@B':>11}")
+    for r in out["rows"]:
+        print(f"{r['variant']:<48} {r['p50_ms']:8.1f} {r['p90_ms']:8.1f} {r['ratio_vs_fp32_eager']:7.3f} "
+              f"{r['speedup']:8.2f}x {r['throughput_videos_per_s']:11.1f}")
+    return 0
+
+
+def cmd_bench_data(args) -> int:
+    from torch.utils.data import DataLoader
+
+    from echolite.data.echonet import EchoClips, EpochSampler, read_filelist
+    from echolite.measure.throughput import loader_throughput
+
+    table = read_filelist(args.data)
+    table = table[table["Split"] == args.split.upper()]
+    ds = EchoClips(args.data, table, args.frames, args.size, 0, args.sampling)
+    for mode in ("train", "eval"):
+        sampler = EpochSampler(len(ds), 0) if mode == "train" else None
+        loader = DataLoader(ds, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers)
+        r = loader_throughput(loader)
+        print(f"{mode:5s} sampling ({args.sampling}): {r['items_per_s']:.1f} clips/s "
+              f"({args.frames} frames, {r['items']} clips, batch {args.batch_size}, "
+              f"{args.workers} worker(s))")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="echolite", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -178,6 +210,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p)
     p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("bench", help="re-time every saved artifact of RUN_DIR in one process; "
+                       "prints ratios vs FP32 eager")
+    p.add_argument("run_dir")
+    p.add_argument("--min-runs", type=int, default=None, help="timed calls per variant (at least)")
+    p.add_argument("--min-seconds", type=float, default=None, help="seconds per variant (at least)")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("bench-data", help="clip loader throughput (clips/s) on a dataset split")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="TRAIN")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--size", type=int, default=112)
+    p.add_argument("--sampling", choices=["window", "spread"], default="window")
+    p.set_defaults(func=cmd_bench_data)
 
     p = sub.add_parser("report", help="regenerate report.md and plots from RUN_DIR/results.json")
     p.add_argument("run_dir")

@@ -88,7 +88,7 @@ class CompressConfig:
     methods: list = field(default_factory=lambda: list(METHODS))
     calib_videos: int = 64  # calibration clips, drawn from calib_split
     calib_split: str = "TRAIN"
-    observer: str = "histogram"  # default activation observer of static-int8
+    observer: str = "minmax"  # default activation observer of static-int8 (measured best here)
     per_channel: bool = True
     ort_calibrator: str = "minmax"  # default calibrator of static-int8-ort
     qat_epochs: int = 1

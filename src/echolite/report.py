@@ -57,12 +57,12 @@ def table_markdown(results: dict) -> str:
     ref = _reference(rows)
     ref_mae = ref["metrics"]["mae"]["value"] if ref else None
     ref_p50 = (ref.get("latency_ms") or {}).get("p50") if ref else None
-    head = ("| Model | Method | Precision | Backend | Size MB | MAE [95% CI] | ΔMAE | RMSE | R² | "
+    head = ("| Variant | Model | Method | Precision | Backend | Size MB | MAE [95% CI] | ΔMAE | RMSE | R² | "
             "AUC(EF<50) | p50 / p90 ms | speed-up | videos/s @batch | parity ΔEF | device |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         if r["status"] != "ok":
-            lines.append(f"| {r['model']} | {r['name']} | — | — | — | **failed**: {r.get('error', '')} |"
+            lines.append(f"| {r['name']} | {r['model']} | — | — | — | — | **failed**: {r.get('error', '')} |"
                          + " — |" * 8 + f" {r.get('device', '')} |")
             continue
         m = r["metrics"]
@@ -75,7 +75,7 @@ def table_markdown(results: dict) -> str:
         parity = (r.get("details") or {}).get("parity_max_abs_diff_ef")
         batch_note = f" @{lat['throughput_batch']}" if thr else ""
         lines.append(
-            f"| {r['model']} | {r['method']} | {r['precision']} | {r['backend']} | "
+            f"| {r['name']} | {r['model']} | {r['method']} | {r['precision']} | {r['backend']} | "
             f"{_fmt(_size_mb(r))} | "
             f"{mae['value']:.2f} [{mae['ci_low']:.2f}, {mae['ci_high']:.2f}] | "
             f"{_fmt(d_mae, '+.2f')}{d_rel} | {m['rmse']['value']:.2f} | {m['r2']['value']:.3f} | "

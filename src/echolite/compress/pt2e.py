@@ -51,7 +51,7 @@ class StaticPTQConfig:
     """
 
     name: str = "static-int8"
-    observer: str = "histogram"
+    observer: str = "minmax"
     per_channel: bool = True
     percentile: float = 99.99
     keep_fp32: tuple[str, ...] = ()
