@@ -107,7 +107,8 @@ def test_qat_converts_to_the_same_artifact_as_ptq(model, tmp_path):
     ptq = compress(model, StaticPTQConfig(), ctx(tmp_path / "ptq"))
     qat = compress(model, QATConfig(epochs=1, lr=1e-6), ctx(tmp_path / "qat", finetune=finetune))
     assert len(steps) == 2
-    assert isinstance(qat.reference, torch.fx.GraphModule) and isinstance(ptq.reference, torch.fx.GraphModule)
+    assert isinstance(qat.reference, torch.fx.GraphModule)
+    assert isinstance(ptq.reference, torch.fx.GraphModule)
     assert (qat.precision, qat.backend, set(qat.artifacts)) == (ptq.precision, ptq.backend, set(ptq.artifacts))
     assert qat.details["quantized_ops"] == ptq.details["quantized_ops"]
 
