@@ -95,7 +95,8 @@ def test_wrong_calibration_shape_fails_loudly(model, tmp_path):
 def test_qat_converts_to_the_same_artifact_as_ptq(model, tmp_path):
     steps = []
 
-    def finetune(module, epochs, lr):
+    def finetune(module, epochs, lr, on_epoch):
+        on_epoch(0)
         opt = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=lr)
         for x in clips(2, seed=3):
             loss = (module(x) - 50.0).pow(2).mean()

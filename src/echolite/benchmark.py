@@ -88,7 +88,7 @@ class EFTask:
                        work_dir=work_dir, finetune=self.finetune, threads=cc.threads,
                        calibration_key=f"{cc.calib_split}{len(calib)}")
 
-    def finetune(self, module: torch.nn.Module, epochs: int, lr: float) -> None:
+    def finetune(self, module: torch.nn.Module, epochs: int, lr: float, on_epoch=None) -> None:
         """The training objective of :mod:`echolite.train`, on a (fake-quantized) graph module."""
         cfg = self.cfg
         rows = split_table(self.table, "TRAIN")
@@ -103,6 +103,8 @@ class EFTask:
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.train.weight_decay)
         ef_std = float(self.model.ef_std)
         for epoch in range(epochs):
+            if on_epoch is not None:
+                on_epoch(epoch)
             sampler.set_epoch(epoch)
             losses = []
             for clips, ef in loader:

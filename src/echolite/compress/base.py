@@ -29,8 +29,8 @@ class Context:
         example_input: one batch (batch size 1) with the deployment shape, for export and timing.
         calibration: callable returning an iterable of input batches (fresh iterator each call).
         work_dir: where artifacts are written.
-        finetune: ``finetune(module, epochs, lr)`` trains a (fake-quantized) module in place on the
-            task's data; needed by QAT only.
+        finetune: ``finetune(module, epochs, lr, on_epoch)`` trains a (fake-quantized) module in
+            place on the task's data, calling ``on_epoch(epoch)`` before each epoch; QAT only.
         threads: intra-op threads every runtime is pinned to.
         calibration_key: names the calibration set, for caches of calibration results.
     """
@@ -38,7 +38,7 @@ class Context:
     example_input: torch.Tensor
     calibration: Callable[[], Iterable[torch.Tensor]]
     work_dir: Path
-    finetune: Callable[[torch.nn.Module, int, float], None] | None = None
+    finetune: Callable[..., None] | None = None
     threads: int = 2
     calibration_key: str = "default"
 
@@ -51,8 +51,8 @@ class Variant:
         predict: float input batch -> output tensor (CPU), for accuracy and latency.
         artifacts: deployable files by kind ("state_dict", "pt2", "onnx"); sizes are measured on them.
         details: what actually ran: backend, engine, observer, quantized-op counts, timings.
-        make_predict: batch size -> predict function specialised for that batch (compiled runtimes
-            with static shapes); None means ``predict`` takes any batch size.
+        reference: the PyTorch module of this variant (e.g. the eager Q/DQ graph of an int8
+            model), against which other runtimes of the same variant are checked for parity.
     """
 
     name: str
@@ -62,7 +62,7 @@ class Variant:
     predict: Callable[[torch.Tensor], torch.Tensor]
     artifacts: dict[str, Path] = field(default_factory=dict)
     details: dict = field(default_factory=dict)
-    reference: torch.nn.Module | None = None  # the PyTorch module of this variant, for parity
+    reference: torch.nn.Module | None = None
 
 
 _HANDLERS: dict[type, Callable] = {}

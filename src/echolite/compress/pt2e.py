@@ -325,16 +325,18 @@ def qat(model: nn.Module, cfg: QATConfig, ctx: Context) -> Variant:
     model = copy.deepcopy(model).train()
     graph = export_graph(model, ctx.example_input)
     prepared = prepare_qat_pt2e(graph, _quantizer(quantization_config(is_qat=True)))
-    t0 = time.perf_counter()
-    for epoch in range(cfg.epochs):
+
+    def on_epoch(epoch: int) -> None:
         move_exported_model_to_train(prepared)
         if epoch >= cfg.observer_epochs:
-            prepared.apply(disable_observer)
+            prepared.apply(disable_observer)  # freeze the quantization ranges
         if epoch >= cfg.bn_freeze_epochs:
-            # BN layers of an exported graph cannot be switched to eval individually;
-            # move_exported_model_to_eval rewrites them to use running statistics.
+            # an exported graph's BN cannot be switched alone; this rewrites BN (and dropout)
+            # to their inference form, i.e. running statistics stop updating
             move_exported_model_to_eval(prepared)
-        ctx.finetune(prepared, 1, cfg.lr)
+
+    t0 = time.perf_counter()
+    ctx.finetune(prepared, cfg.epochs, cfg.lr, on_epoch)
     move_exported_model_to_eval(prepared)
     converted = convert_pt2e(prepared)
     details = {"library": "torchao PT2E", "quantizer": "X86InductorQuantizer (is_qat)",
