@@ -31,7 +31,7 @@ from echolite.compress import (
     compress,
 )
 from echolite.compress.onnxrt import conv_node_names, export_onnx, ort_variant
-from echolite.compress.pt2e import compile_for_cpu
+from echolite.compress.pt2e import compile_for_cpu, load_program
 from echolite.config import RunConfig
 from echolite.data.echonet import EchoClips, EpochSampler
 from echolite.measure.latency import time_callable
@@ -367,7 +367,7 @@ def bench_artifacts(run_dir: Path, min_runs: int | None = None, min_seconds: flo
         if backend == "onnxruntime-cpu":
             fn = _ort_fn(session(variants / files["onnx"], cc.threads))
         elif backend == "torch.compile-inductor" and row["precision"] == "int8":
-            fn = compile_for_cpu(torch.export.load(variants / files["pt2"]).module())
+            fn = compile_for_cpu(load_program(variants / files["pt2"]))
         elif backend == "torch.compile-inductor":
             fn = compile_for_cpu(model)
         elif name == "dynamic-int8":

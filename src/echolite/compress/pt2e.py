@@ -246,6 +246,22 @@ def _drop_unused_attributes(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
 
 
 # --- lowering ------------------------------------------------------------------------------------
+def register_x86_lowering() -> None:
+    """Register the Inductor passes that turn Q/DQ patterns into oneDNN int8 kernels.
+
+    torchao registers them as a side effect of importing its X86InductorQuantizer module. A
+    process that only loads a saved int8 program never imports it, and Inductor then compiles
+    the graph to float kernels on dequantized weights (measured here: ~4x slower, no error).
+    """
+    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
+
+
+def load_program(path) -> nn.Module:
+    """Load a saved int8 ``.pt2`` as a runnable module (needs torch and torchao, not echolite)."""
+    register_x86_lowering()  # also registers the quantized_decomposed ops the program uses
+    return torch.export.load(path).module()
+
+
 def compile_for_cpu(module: nn.Module):
     """torch.compile (Inductor) with weight freezing, compiled lazily on the first call.
 
@@ -254,6 +270,7 @@ def compile_for_cpu(module: nn.Module):
     """
     import torch._inductor.config as inductor_config
 
+    register_x86_lowering()
     compiled = torch.compile(module)
 
     def run(x):
