@@ -2,6 +2,7 @@
 
 import json
 
+import pandas as pd
 import torch
 
 from echolite.cli import main
@@ -27,6 +28,9 @@ def test_smoke_run_end_to_end(phantom_root, tmp_path, capsys):
     assert all(r["status"] == "ok" for r in results["rows"]), [r["error"] for r in results["rows"]]
     row = rows["fp32"]
     assert row["backend"] == "pytorch-eager" and row["latency_ms"]["p50"] > 0
+    csv = pd.read_csv(out / "baseline" / "predictions_test.csv")
+    assert csv["EF_pred"].round(3).tolist() == row["predictions"]["ef_pred"]
+    assert set(csv["FileName"]) == set(read_filelist(phantom_root).query("Split == 'TEST'").FileName)
     assert "latency_last_ms" in row["details"]  # fp32 eager timed first and last
     int8 = rows["static-int8"]
     assert int8["details"]["quantized_ops"]["conv_int8"] == 20 and int8["precision"] == "int8"

@@ -28,9 +28,8 @@ from echolite.config import RunConfig, save_config
 from echolite.data.echonet import read_filelist
 from echolite.data.phantom import synthesize
 from echolite.data.validate import drop_bad_rows, validate
-from echolite.evaluate import evaluate
 from echolite.report import SCHEMA, write_report
-from echolite.runtime import atomic_write_json, environment
+from echolite.runtime import atomic_write_json, atomic_write_text, environment
 from echolite.train import load_checkpoint, train
 
 log = logging.getLogger(__name__)
@@ -81,11 +80,14 @@ def run(cfg: RunConfig, out: str | Path, device: torch.device) -> dict:
     best = train(cfg, root, table, out / "baseline", device)
     log.info("baseline ready (%.0f s in this invocation)", time.perf_counter() - t0)
     model, ckpt = load_checkpoint(best)
-    # per-video predictions of the baseline, on the training device
-    evaluate(model, cfg, root, table, device, "TEST", out / "baseline" / "predictions_test.csv",
-             ckpt["stats"]["ef_mean"])
     rows = measure_all(cfg, out, model.cpu(), ckpt, root, table)
-    m = rows[0]["metrics"]
+    fp32 = rows[0]
+    # per-video baseline predictions, from the same pass that scored the fp32 row
+    test = table[table["Split"] == "TEST"]
+    predictions = pd.DataFrame({"FileName": test["FileName"].to_numpy(), "EF": fp32["predictions"]["ef"],
+                                "EF_pred": fp32["predictions"]["ef_pred"], "Split": "TEST"})
+    atomic_write_text(out / "baseline" / "predictions_test.csv", predictions.to_csv(index=False))
+    m = fp32["metrics"]
     log.info("TEST MAE %.2f [%.2f, %.2f], R² %.3f (predicting the train mean: MAE %.2f)",
              m["mae"]["value"], m["mae"]["ci_low"], m["mae"]["ci_high"], m["r2"]["value"],
              m["mae_predict_reference"])
