@@ -8,14 +8,17 @@ from echolite.compress import (
     CompressionError,
     Context,
     DynamicPTQConfig,
-    OnnxFP32Config,
+    OnnxRuntimeConfig,
     OrtStaticConfig,
     QATConfig,
+    Stage,
     StaticPTQConfig,
-    compress,
+    apply,
 )
+from echolite.compress.base import save_weights
+from echolite.compress.runtimes import open_runner
 from echolite.measure.size import file_bytes, state_dict_bytes
-from echolite.model import EFRegressor
+from echolite.models.ef import EFRegressor
 
 SIZE = 64  # ResNet-18 runs on any frame size; small frames keep these tests fast
 N_CONVS, N_ADDS = 20, 8  # ResNet-18: 20 convolutions (3 downsample), 8 residual additions
@@ -39,43 +42,52 @@ def clips(n, seed=0):
 def ctx(tmp_path, calib=None, finetune=None):
     calib = clips(4) if calib is None else calib
     return Context(example_input=clips(1, seed=9)[0], calibration=lambda: iter(calib),
-                   work_dir=tmp_path, finetune=finetune, threads=2)
+                   work_dir=tmp_path, finetune=finetune, threads=2, input_name="clips")
+
+
+def compress(model, config, c):
+    """One step applied to a float model (the reference stage, saved like the engine saves it)."""
+    c.work_dir.mkdir(parents=True, exist_ok=True)
+    stage = Stage(model, artifacts={"state_dict": save_weights(model, c.work_dir)})
+    return apply(config, stage, c)
 
 
 def test_static_ptq_quantizes_the_whole_network(model, tmp_path):
     v = compress(model, StaticPTQConfig(observer="minmax"), ctx(tmp_path))
-    q = v.details["quantized_ops"]
+    q = v.details[-1]["quantized_ops"]
     assert q["conv_int8"] == q["conv_total"] == N_CONVS
     assert q["add_int8"] == N_ADDS and q["linear_int8"] == 1  # residual adds and head too
-    assert v.precision == "int8" and v.backend == "torch.compile-inductor"
+    assert v.precision == "int8" and v.runtime == "torch.compile-inductor"
     assert set(v.artifacts) == {"pt2"}
-    assert state_dict_bytes(v.reference) <= 0.27 * state_dict_bytes(model)
+    assert state_dict_bytes(v.module) <= 0.27 * state_dict_bytes(model)
     assert file_bytes(v.artifacts["pt2"]) <= 0.35 * state_dict_bytes(model)
     x = torch.cat(clips(3, seed=5))
     with torch.no_grad():
-        diff = (v.reference(x) - model(x)).abs().max().item()
+        diff = (v.module(x) - model(x)).abs().max().item()
     assert 0 < diff < 3.0  # really quantized, yet close to fp32 (EF points)
 
 
 @pytest.mark.parametrize("observer", ["histogram", "percentile"])
 def test_other_observers(model, tmp_path, observer):
     v = compress(model, StaticPTQConfig(observer=observer, per_channel=False), ctx(tmp_path))
-    assert v.details["quantized_ops"]["conv_int8"] == N_CONVS
-    assert v.details["observer"] == observer and "per-tensor" in v.details["weights"]
+    d = v.details[-1]
+    assert d["quantized_ops"]["conv_int8"] == N_CONVS
+    assert d["observer"] == observer and "per-tensor" in d["weights"]
 
 
 def test_keep_fp32_leaves_that_layer_in_float(model, tmp_path):
     v = compress(model, StaticPTQConfig(keep_fp32=("backbone.conv1",)), ctx(tmp_path))
-    assert v.details["quantized_ops"]["conv_int8"] == N_CONVS - 1
+    assert v.details[-1]["quantized_ops"]["conv_int8"] == N_CONVS - 1
 
 
 def test_dynamic_covers_only_linear(model, tmp_path):
     v = compress(model, DynamicPTQConfig(), ctx(tmp_path))
-    q = v.details["quantized_ops"]
+    q = v.details[-1]["quantized_ops"]
     assert q == {"linear_int8": 1, "conv_int8": 0, "conv_total": N_CONVS}
-    assert v.details["covered_modules"] == ["head"]
+    assert v.details[-1]["covered_modules"] == ["head"] and v.precision == "int8 (Linear only)"
     x = clips(1)[0]
-    assert abs(v.predict(x).item() - model(x).item()) < 1.0
+    run = open_runner(v, None, 2)  # from its .pt2 file
+    assert abs(run(x).item() - model(x).item()) < 1.0
 
 
 @pytest.mark.parametrize("calib, message", [([], "calibration set is empty")])
@@ -95,7 +107,8 @@ def test_wrong_calibration_shape_fails_loudly(model, tmp_path):
 def test_qat_converts_to_the_same_artifact_as_ptq(model, tmp_path):
     steps = []
 
-    def finetune(module, epochs, lr, on_epoch):
+    def finetune(module, epochs, lr, on_epoch, max_items=0, keep_best=True):
+        module.train()
         on_epoch(0)
         opt = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=lr)
         for x in clips(2, seed=3):
@@ -108,25 +121,38 @@ def test_qat_converts_to_the_same_artifact_as_ptq(model, tmp_path):
     ptq = compress(model, StaticPTQConfig(), ctx(tmp_path / "ptq"))
     qat = compress(model, QATConfig(epochs=1, lr=1e-6), ctx(tmp_path / "qat", finetune=finetune))
     assert len(steps) == 2
-    assert isinstance(qat.reference, torch.fx.GraphModule)
-    assert isinstance(ptq.reference, torch.fx.GraphModule)
+    assert isinstance(qat.module, torch.fx.GraphModule)
+    assert isinstance(ptq.module, torch.fx.GraphModule)
     for v in (qat, ptq):
-        assert (v.precision, v.backend, set(v.artifacts)) == ("int8", "torch.compile-inductor", {"pt2"})
-    assert qat.details["quantized_ops"] == ptq.details["quantized_ops"]
+        assert (v.precision, v.runtime, set(v.artifacts)) == ("int8", "torch.compile-inductor", {"pt2"})
+    assert qat.details[-1]["quantized_ops"] == ptq.details[-1]["quantized_ops"]
 
 
 def test_onnxruntime_fp32_and_static_int8(model, tmp_path):
-    c = ctx(tmp_path)
-    fp32 = compress(model, OnnxFP32Config(), c)
-    int8 = compress(model, OrtStaticConfig(calibrator="minmax"), c)
+    fp32 = compress(model, OnnxRuntimeConfig(), ctx(tmp_path / "fp32"))
+    int8 = compress(model, OrtStaticConfig(calibrator="minmax"), ctx(tmp_path / "int8"))
     x = torch.cat(clips(2, seed=7))
     with torch.no_grad():
         ref = model(x).numpy()
-    np.testing.assert_allclose(fp32.predict(x).numpy(), ref, atol=1e-3)
-    assert int8.details["runtime_int8_ops"]["QLinearConv"] == N_CONVS  # what ORT really runs
-    assert int8.details["runtime_float_convs"] == 0
+    np.testing.assert_allclose(open_runner(fp32, None, 2)(x).numpy(), ref, atol=1e-3)
+    assert int8.details[-1]["runtime_int8_ops"]["QLinearConv"] == N_CONVS  # what ORT really runs
+    assert int8.details[-1]["runtime_float_convs"] == 0
     assert file_bytes(int8.artifacts["onnx"]) <= 0.27 * file_bytes(fp32.artifacts["onnx"])
-    assert np.abs(int8.predict(x).numpy() - ref).max() < 3.0
+    assert np.abs(open_runner(int8, None, 2)(x).numpy() - ref).max() < 3.0
+
+
+def test_pt2e_program_exported_to_onnx_is_labelled_mixed_precision(model, tmp_path):
+    """The PT2E int8 graph in ORT keeps the convs feeding residual adds in float: say how many."""
+    c = ctx(tmp_path / "ptq")
+    ptq = compress(model, StaticPTQConfig(), c)
+    ort = apply(OnnxRuntimeConfig(), ptq, ctx(tmp_path / "ort"))
+    n_int8 = ort.details[-1]["runtime_int8_ops"].get("QLinearConv", 0)
+    assert 0 < n_int8 < N_CONVS
+    assert ort.precision == f"mixed int8/fp32 ({n_int8} of {N_CONVS} convs int8)"
+    x = torch.cat(clips(2, seed=7))
+    with torch.no_grad():
+        parity = (open_runner(ort, None, 2)(x) - ptq.module(x)).abs().max().item()
+    assert parity < 0.5  # the same int8 graph in two runtimes (EF points)
 
 
 def test_engine_is_task_agnostic(tmp_path):
@@ -137,8 +163,8 @@ def test_engine_is_task_agnostic(tmp_path):
     calib = [torch.rand(2, 3, 32, 32) for _ in range(2)]
     c = Context(example_input=torch.rand(1, 3, 32, 32), calibration=lambda: iter(calib), work_dir=tmp_path)
     v = compress(net, StaticPTQConfig(observer="minmax"), c)
-    assert v.details["quantized_ops"]["conv_int8"] == N_CONVS
-    assert v.reference(torch.rand(3, 3, 32, 32)).shape == (3, 10)
+    assert v.details[-1]["quantized_ops"]["conv_int8"] == N_CONVS
+    assert v.module(torch.rand(3, 3, 32, 32)).shape == (3, 10)
 
 
 LOAD_AND_RUN = """

@@ -1,13 +1,21 @@
 import pytest
 
 from echolite import EcholiteError
-from echolite.config import apply_overrides, load_config, presets
+from echolite.config import apply_overrides, from_dict, load_config, presets
 
 
 @pytest.mark.parametrize("name", ["smoke", "quick", "full"])
-def test_every_shipped_preset_loads(name):
+def test_every_shipped_preset_loads_with_its_recipes(name):
     assert name in presets()
-    assert load_config(name).name == name
+    cfg = load_config(name)
+    assert cfg.name == name and cfg.task == "ef"
+    assert [r.name for r in cfg.recipes()] == cfg.compress.methods
+
+
+def test_task_blocks_apply_to_their_task_only():
+    cfg = load_config("smoke")
+    assert cfg.data.phantom_n == 24  # from the ef: block
+    assert cfg.train.epochs == 2 and cfg.compress.calib_items == 4  # shared part
 
 
 def test_overrides_are_typed():
@@ -16,13 +24,26 @@ def test_overrides_are_typed():
     assert cfg.train.lr == 3e-4 and cfg.train.epochs == 5 and cfg.data.root == "/x"
 
 
+def test_old_boolean_amp_still_reads():
+    assert from_dict({"train": {"amp": True}}).train.amp == "auto"
+    assert from_dict({"train": {"amp": False}}).train.amp == "off"
+
+
 @pytest.mark.parametrize("item, message", [
     ("train.lrr=1", "unknown config key 'train.lrr'"),
     ("training.lr=1", "unknown config section"),
     ("train.epochs=many", "train.epochs must be int"),
     ("train.schedule=linear", "train.schedule must be cosine or step"),
+    ("train.amp=fp8", "train.amp must be one of auto, off, bf16, fp16"),
     ("train.lr", "expected section.field=value"),
+    ("task=cifar10", "chosen with --task"),
+    ("compress.methods=[static-int8-minmaxx]", "unknown method 'static-int8-minmaxx'"),
 ])
 def test_bad_overrides_name_the_key(item, message):
     with pytest.raises(EcholiteError, match=message.replace("(", r"\(")):
         apply_overrides(load_config("smoke"), [item])
+
+
+def test_unknown_task_is_one_line():
+    with pytest.raises(EcholiteError, match="unknown task 'audio' \\(known: ef"):
+        load_config("smoke", task="audio")

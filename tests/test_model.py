@@ -3,7 +3,7 @@ import torch
 import torchvision
 
 from echolite import EcholiteError
-from echolite.model import POOLINGS, EFRegressor, load_pretrained_backbone
+from echolite.models.ef import POOLINGS, EFRegressor, load_pretrained_backbone
 
 
 @pytest.mark.parametrize("pooling", sorted(POOLINGS))

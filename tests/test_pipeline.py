@@ -1,96 +1,185 @@
-"""End-to-end: the smoke preset through the CLI, resume, reuse and report regeneration."""
+"""End-to-end: the smoke preset through the CLI, reuse, bench, report; resume; evaluation outputs."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 
 from echolite.cli import main
 from echolite.config import apply_overrides, load_config
 from echolite.data.echonet import read_filelist
-from echolite.train import LAST, load_checkpoint, train
+from echolite.data.phantom import synthesize
+from echolite.tasks.ef import EFTask
+from echolite.train import LAST, baseline_fingerprint, load_checkpoint, train_baseline
 
-RUN_FILES = {"config.yaml", "environment.json", "run.log", "results.json", "report.md",
-             "pred_vs_true.png", "pareto.png", "sensitivity.png", "baseline", "variants"}
-SMOKE_ROWS = ["fp32", "fp32-onnxruntime", "dynamic-int8", "static-int8", "static-int8-onnxruntime",
-              "static-int8-ort"]
+RUN_FILES = {"config.yaml", "environment.json", "run.log", "results.json", "report.md", "pareto.png",
+             "agreement.png", "sensitivity.png", "example_input.pt", "predictions_test.csv"}
+SMOKE_ROWS = ["fp32", "fp32-onnxruntime", "dynamic-int8", "static-int8", "static-int8-ort",
+              "static-int8-ort-fallback"]
+CPU = torch.device("cpu")
 
 
 def test_smoke_run_end_to_end(phantom_root, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", "--config", "smoke", "--data", str(phantom_root), "--out", str(out)]) == 0
     assert {p.name for p in out.iterdir()} == RUN_FILES
-    assert {p.name for p in (out / "baseline").iterdir()} == {"best.pt", "last.pt",
-                                                              "predictions_test.csv"}
     results = json.loads((out / "results.json").read_text())
     rows = {r["name"]: r for r in results["rows"]}
-    assert [r["name"] for r in results["rows"]][: len(SMOKE_ROWS)] == SMOKE_ROWS
+    assert [r["name"] for r in results["rows"]] == SMOKE_ROWS
     assert all(r["status"] == "ok" for r in results["rows"]), [r["error"] for r in results["rows"]]
-    row = rows["fp32"]
-    assert row["backend"] == "pytorch-eager" and row["latency_ms"]["p50"] > 0
-    csv = pd.read_csv(out / "baseline" / "predictions_test.csv")
-    assert csv["EF_pred"].round(3).tolist() == row["predictions"]["ef_pred"]
-    assert set(csv["FileName"]) == set(read_filelist(phantom_root).query("Split == 'TEST'").FileName)
-    assert "latency_last_ms" in row["details"]  # fp32 eager timed first and last
+    fp32 = rows["fp32"]
+    assert fp32["backend"] == "pytorch-eager" and fp32["latency_ms"]["p50"] > 0
+    assert fp32["size_bytes"]["state_dict"] > 40e6  # ResNet-18 in fp32: ~45 MB
     int8 = rows["static-int8"]
-    assert int8["details"]["quantized_ops"]["conv_int8"] == 20 and int8["precision"] == "int8"
-    assert int8["size_bytes"]["state_dict"] <= 0.27 * row["size_bytes"]["state_dict"]
-    assert rows["static-int8-onnxruntime"]["details"]["parity_max_abs_diff_ef"] < 2.0
-    assert rows["dynamic-int8"]["details"]["quantized_ops"]["conv_int8"] == 0
-    assert len(rows["static-int8-ort"]["details"]["sensitivity"]["layers"]) == 21
-    n_test = (read_filelist(phantom_root).Split == "TEST").sum()
-    assert row["metrics"]["n"] == n_test == len(row["predictions"]["ef_pred"])
-    assert row["size_bytes"]["state_dict"] > 40e6  # ResNet-18 in fp32: ~45 MB
+    assert int8["details"]["steps"][0]["quantized_ops"]["conv_int8"] == 20 and int8["precision"] == "int8"
+    assert int8["details"]["runtime"]["int8_kernels"]["qconv"] == 20  # checked in the measured row
+    assert int8["size_bytes"]["pt2"] <= 0.35 * fp32["size_bytes"]["state_dict"]
+    assert rows["static-int8-ort"]["size_bytes"]["onnx"] <= 0.27 * fp32["size_bytes"]["state_dict"]
+    assert rows["dynamic-int8"]["details"]["steps"][0]["quantized_ops"]["conv_int8"] == 0
+    sens = rows["static-int8-ort-fallback"]["details"]["steps"][0]["sensitivity"]["layers"]
+    assert len(sens) == 21 and "backbone.layer3.1.conv2" in {s["layer"] for s in sens}
+    test = read_filelist(phantom_root).query("Split == 'TEST'")
+    csv = pd.read_csv(out / "predictions_test.csv")
+    assert csv["FileName"].tolist() == test["FileName"].tolist()
+    assert csv["EF"].round(3).tolist() == test["EF"].round(3).tolist()
+    assert csv["EF_pred"].round(3).tolist() == [round(p, 3) for p in fp32["prediction"]]
+    assert fp32["metrics"]["n"] == len(test) == results["measure"]["eval"]["n"]
     assert results["run"]["environment"]["packages"]["torch"] == torch.__version__.split("+")[0]
-    assert "| fp32 | resnet18-meanstd | baseline | fp32 | pytorch-eager |" in capsys.readouterr().out
+    assert results["run"]["resolved"]["amp"] == "off (fp32)"
+    assert "| fp32 | baseline | fp32 | pytorch-eager |" in capsys.readouterr().out
 
-    # rerun: the finished baseline and every finished variant are reused
+    # rerun: the baseline and every built stage are reused, every row is measured again
+    logged = len((out / "run.log").read_text())
     assert main(["run", "--config", "smoke", "--data", str(phantom_root), "--out", str(out)]) == 0
-    log = (out / "run.log").read_text()
-    assert "already finished" in log and "static-int8: reusing the finished variant" in log
+    log = (out / "run.log").read_text()[logged:]
+    assert "baseline: reusing" in log and "building" not in log
+    assert "static-int8: step 1/1 static_ptq(): reusing" in log
+    again = json.loads((out / "results.json").read_text())
+    assert [r["name"] for r in again["rows"]] == SMOKE_ROWS
+    assert again["rows"][3]["latency_ms"] != int8["latency_ms"]  # timed in this process
 
-    # bench re-times the saved artifacts (.pt2, .onnx) in one process
+    # bench re-times every saved artifact (.pt2, .onnx, state dicts) in one process
     assert main(["bench", str(out), "--min-runs", "2", "--min-seconds", "0"]) == 0
     bench = json.loads((out / "bench.json").read_text())
     timed = [r["variant"] for r in bench["rows"]]
     assert timed[0] == "fp32 [pytorch-eager] (first)" and timed[-1] == "fp32 [pytorch-eager] (last)"
-    assert "static-int8 [torch.compile-inductor]" in timed and "static-int8-ort [onnxruntime-cpu]" in timed
+    assert len(timed) == len(SMOKE_ROWS) + 1 and not bench["not_timed"]
+    assert "dynamic-int8 [pytorch-eager]" in timed
 
     # the report is a function of results.json alone
-    (out / "report.md").unlink()
-    (out / "pred_vs_true.png").unlink()
-    (out / "bench.json").unlink()
-    (out / "baseline" / "best.pt").rename(tmp_path / "elsewhere.pt")
+    for name in ("report.md", "pareto.png", "agreement.png"):
+        (out / name).unlink()
+    for ckpt in (tmp_path / "store").glob("baseline-*/*.pt"):
+        ckpt.unlink()
     assert main(["report", str(out)]) == 0
-    assert "| resnet18-meanstd |" in (out / "report.md").read_text()
-    assert (out / "pred_vs_true.png").stat().st_size > 1000
+    assert "| static-int8 | static-ptq | int8 |" in (out / "report.md").read_text()
+    assert (out / "agreement.png").stat().st_size > 1000
 
 
-def test_training_resumes_after_interruption(phantom_root, tmp_path):
-    cfg = apply_overrides(load_config("smoke"), ["train.epochs=2"])
-    table = read_filelist(phantom_root)
-    best = train(cfg, phantom_root, table, tmp_path, torch.device("cpu"))
-    full = torch.load(tmp_path / LAST, weights_only=True)
-    # pretend the process died after epoch 1
-    first = torch.load(tmp_path / LAST, weights_only=True)
-    first.update(epoch=1, finished=False, history=first["history"][:1])
-    torch.save(first, tmp_path / LAST)
-    train(cfg, phantom_root, table, tmp_path, torch.device("cpu"))
-    resumed = torch.load(tmp_path / LAST, weights_only=True)
-    assert resumed["finished"] and [h["epoch"] for h in resumed["history"]] == [1, 2]
-    assert resumed["history"][1]["train_loss"] != full["history"][0]["train_loss"]
-    model, ckpt = load_checkpoint(best)
-    assert ckpt["config"]["train"]["epochs"] == 2 and not model.training
+def _task(root, out, *sets):
+    cfg = apply_overrides(load_config("smoke"), [f"data.root={root}", *sets])
+    return EFTask(cfg, EFTask.prepare(cfg, out))
 
 
-def test_other_config_in_same_folder_is_refused(phantom_root, tmp_path):
-    import pytest
+def test_interrupted_training_resumes_to_the_same_weights(phantom_root, tmp_path, monkeypatch):
+    task = _task(phantom_root, tmp_path, "train.epochs=2")
+    train_baseline(task, tmp_path / "a", CPU)
+    real, calls = task.val_score, []
 
+    def dies_in_epoch_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the process is killed during epoch 2
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(task, "val_score", dies_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train_baseline(task, tmp_path / "b", CPU)
+    monkeypatch.undo()
+    assert torch.load(tmp_path / "b" / LAST, weights_only=True)["epoch"] == 1
+    train_baseline(task, tmp_path / "b", CPU)  # resumes from epoch 1
+    a = torch.load(tmp_path / "a" / LAST, weights_only=True)
+    b = torch.load(tmp_path / "b" / LAST, weights_only=True)
+    assert b["finished"] and [h["epoch"] for h in b["history"]] == [1, 2]
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    assert [h["val_score"] for h in a["history"]] == [h["val_score"] for h in b["history"]]
+    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+
+
+def test_a_kill_while_writing_a_checkpoint_leaves_the_previous_one(tmp_path, monkeypatch):
+    from echolite import runtime
+
+    path = tmp_path / LAST
+    runtime.atomic_torch_save({"epoch": 1, "w": torch.ones(3)}, path)
+
+    def killed_mid_write(obj, f):
+        Path(f).write_bytes(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runtime.torch, "save", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        runtime.atomic_torch_save({"epoch": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == [LAST]  # no temporary file left behind
+
+
+def test_a_training_folder_of_other_data_is_refused_and_the_run_key_covers_the_data(phantom_root, tmp_path):
     from echolite import EcholiteError
 
-    table = read_filelist(phantom_root)
-    cfg = apply_overrides(load_config("smoke"), ["train.epochs=1"])
-    train(cfg, phantom_root, table, tmp_path, torch.device("cpu"))
-    with pytest.raises(EcholiteError, match="different config"):
-        train(apply_overrides(cfg, ["train.lr=0.1"]), phantom_root, table, tmp_path,
-              torch.device("cpu"))
+    other = synthesize(tmp_path / "other", 12, seed=4)
+    task_a, task_b = _task(phantom_root, tmp_path, "train.epochs=1"), _task(other, tmp_path, "train.epochs=1")
+    fa, fb = baseline_fingerprint(task_a, None), baseline_fingerprint(task_b, None)
+    assert fa["data_key"] != fb["data_key"] and fa["train"] == fb["train"]
+    train_baseline(task_a, tmp_path / "ckpt", CPU)
+    with pytest.raises(EcholiteError, match="holds a training made from other data or settings"):
+        train_baseline(task_b, tmp_path / "ckpt", CPU)
+
+
+def _checkpoint(tmp_path, root):
+    cfg = apply_overrides(load_config("smoke"), [f"data.root={root}"])
+    torch.manual_seed(0)
+    model = EFTask.build_model(cfg, {"pixel_mean": [40.0] * 3, "pixel_std": [50.0] * 3, "ef_mean": 55.0,
+                                     "ef_std": 12.0})
+    with torch.no_grad():  # give BatchNorm statistics that differ per video
+        model.train()(torch.rand(2, 8, 3, 112, 112) * 255)
+    path = tmp_path / "run" / "best.pt"
+    path.parent.mkdir(parents=True)
+    torch.save({"config": cfg.to_dict(), "stats": {"pixel_mean": [40.0] * 3, "pixel_std": [50.0] * 3,
+                                                   "ef_mean": 55.0, "ef_std": 12.0},
+                "model": model.state_dict()}, path)
+    return path
+
+
+def test_shuffled_filelist_keeps_names_targets_and_predictions_together(phantom_copy, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ckpt = _checkpoint(tmp_path, phantom_copy)
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(phantom_copy), "--out", "a"]) == 0
+    df = pd.read_csv(phantom_copy / "FileList.csv")
+    df.sample(frac=1.0, random_state=3).to_csv(phantom_copy / "FileList.csv", index=False)
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(phantom_copy), "--out", "b"]) == 0
+    a = pd.read_csv(tmp_path / "a" / "predictions_test.csv").set_index("FileName")
+    b = pd.read_csv(tmp_path / "b" / "predictions_test.csv").set_index("FileName")
+    truth = df.set_index("FileName")["EF"]
+    assert list(a.index) != list(b.index) and set(a.index) == set(b.index)  # really shuffled
+    assert (b["EF"] - truth.loc[b.index]).abs().max() < 1e-3  # each name keeps its own EF
+    assert (b["EF_pred"] - a.loc[b.index, "EF_pred"]).abs().max() < 1e-3  # and its own prediction
+    assert a["EF_pred"].nunique() == len(a)
+
+
+def test_evaluate_on_other_data_never_writes_into_the_run(phantom_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ckpt = _checkpoint(tmp_path, phantom_root)
+    (ckpt.parent / "predictions_test.csv").write_text("the run's own file\n")
+    before = {p.name: p.stat().st_mtime_ns for p in ckpt.parent.iterdir()}
+    other = synthesize(tmp_path / "other", 6, seed=9)
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(other)]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in ckpt.parent.iterdir()} == before
+    (out,) = (tmp_path / "runs" / "evaluate").iterdir()
+    assert out.name.startswith("other-test-ckpt") and (out / "predictions_test.csv").is_file()
+    assert (ckpt.parent / "predictions_test.csv").read_text() == "the run's own file\n"
+    _, cfg, _, _ = load_checkpoint(ckpt)
+    assert cfg.data.root == str(phantom_root)

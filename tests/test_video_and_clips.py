@@ -3,13 +3,13 @@ import torch
 
 from echolite.data.echonet import (
     EchoClips,
-    EpochSampler,
     eval_indices,
     read_filelist,
     train_indices,
     window_indices,
 )
 from echolite.data.phantom import cycle_state, make_spec, synthesize
+from echolite.data.sampler import EpochSampler
 from echolite.data.video import read_frames, write_video
 
 
@@ -61,6 +61,8 @@ def test_training_items_depend_only_on_seed(phantom_root):
     assert torch.equal(ds[items[0]][0], ds[items[0]][0])
     sampler.set_epoch(4)
     assert [i for i, _ in sampler] != [i for i, _ in items]
+    subset = EpochSampler(len(ds), seed=1, max_items=5)
+    assert len(list(subset)) == len(subset) == 5
 
 
 def test_window_indices_span_about_one_beat():

@@ -1,12 +1,13 @@
 """`echolite` command line: a thin map from subcommands to package functions.
 
+    echolite run [--task ef] [--config quick] [--data DIR] [--out DIR]   the whole pipeline
     echolite synth OUT --n N --seed S       write a phantom dataset (EchoNet-Dynamic layout)
     echolite validate --data DIR            check a dataset; non-zero exit on problems
     echolite train --data DIR --out DIR     train the FP32 baseline (resumable)
     echolite evaluate --checkpoint CKPT --data DIR
-    echolite run [--config quick] [--data DIR] [--out DIR]   the whole pipeline
-    echolite report RUN_DIR                 regenerate report.md and plots from results.json
+    echolite report RUN_DIR                 regenerate report.md and figures from results.json
     echolite bench RUN_DIR                  re-time every saved artifact, ratios vs FP32 eager
+    echolite recipes                        the built-in recipes and the step types
 """
 
 from __future__ import annotations
@@ -21,28 +22,29 @@ from pathlib import Path
 from echolite import EcholiteError, __version__
 
 log = logging.getLogger("echolite")
+SHORTCUTS = (("data", "data.root"), ("pooling", "model.pooling"), ("pretrained", "model.pretrained"),
+             ("epochs", "train.epochs"), ("device", "train.device"), ("seed", "train.seed"))
 
 
 def _config(args):
     from echolite.config import apply_overrides, load_config
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, task=args.task)
     sets = list(args.set or [])
-    for flag, key in (("data", "data.root"), ("pooling", "model.pooling"),
-                      ("pretrained", "model.pretrained"), ("epochs", "train.epochs"),
-                      ("device", "train.device"), ("seed", "train.seed")):
+    for flag, key in SHORTCUTS:
         value = getattr(args, flag, None)
         if value is not None:
             sets.append(f"{key}={value}")
     return apply_overrides(cfg, sets)
 
 
-def _add_config_flags(p: argparse.ArgumentParser, data_required: bool = False) -> None:
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", default=None, help="ef (default) | the name of another registered task")
     p.add_argument("--config", default=None,
                    help="preset name (smoke, quick, full) or YAML file; flags below win")
-    p.add_argument("--data", required=data_required, default=None,
-                   help="dataset root in the EchoNet-Dynamic layout (default: generate the phantom)")
-    p.add_argument("--pooling", choices=["mean", "meanstd"], default=None, help="temporal pooling")
+    p.add_argument("--data", default=None,
+                   help="dataset root (EF: EchoNet-Dynamic layout; default: generate the phantom)")
+    p.add_argument("--pooling", choices=["mean", "meanstd"], default=None, help="EF temporal pooling")
     p.add_argument("--pretrained", default=None,
                    help="local torchvision ResNet-18 ImageNet state dict (never downloaded)")
     p.add_argument("--epochs", type=int, default=None)
@@ -73,50 +75,53 @@ def cmd_synth(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from echolite.data.validate import drop_bad_rows, validate
+    import time
 
-    report = validate(args.data, check_videos=not args.skip_videos)
+    from echolite.data.validate import drop_bad_rows
+    from echolite.tasks import task_class
+
+    t0 = time.perf_counter()
+    report = task_class(args.task or "ef").validate(Path(args.data), not args.skip_items)
+    seconds = time.perf_counter() - t0
     for problem in report.problems:
         print(problem, file=sys.stderr)
     if args.drop_bad and report.problems and not report.fatal:
         kept = drop_bad_rows(report, args.drop_bad)
         print(f"{report.summary()}; {len(kept)} usable rows, dropped rows listed in {args.drop_bad}")
         return 0
-    print(report.summary(), file=sys.stdout if report.ok else sys.stderr)
+    print(f"{report.summary()} ({seconds:.1f} s)", file=sys.stdout if report.ok else sys.stderr)
     return 0 if report.ok else 1
 
 
 def cmd_train(args) -> int:
-    from echolite.run import prepare_data
-    from echolite.runtime import resolve_device
-    from echolite.train import train
+    from echolite.runtime import resolve_amp, resolve_device
+    from echolite.tasks import task_class
+    from echolite.train import train_baseline
 
     cfg = _config(args)
     out = Path(args.out)
     _log_to(out)
-    root, table, _ = prepare_data(cfg, out)
-    best = train(cfg, root, table, out, resolve_device(cfg.train.device))
+    cls = task_class(cfg.task)
+    task = cls(cfg, cls.prepare(cfg, out))
+    device = resolve_device(cfg.train.device)
+    amp, note = resolve_amp(device, cfg.train.amp)
+    log.info("training precision: %s", note)
+    best = train_baseline(task, out, device, amp)
     print(f"best checkpoint: {best}")
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from echolite.config import from_dict
-    from echolite.data.echonet import read_filelist
-    from echolite.evaluate import evaluate
+    from echolite.evaluate import default_out, evaluate_checkpoint
     from echolite.runtime import resolve_device
-    from echolite.train import load_checkpoint
 
-    model, ckpt = load_checkpoint(args.checkpoint)
-    cfg = from_dict(ckpt["config"])
-    out = Path(args.out or Path(args.checkpoint).parent)
-    metrics = evaluate(model, cfg, args.data, read_filelist(args.data),
-                       resolve_device(args.device), args.split.upper(),
-                       out / f"predictions_{args.split.lower()}.csv", ckpt["stats"]["ef_mean"])
-    from echolite.runtime import atomic_write_json
-
-    atomic_write_json(out / f"metrics_{args.split.lower()}.json", metrics)
+    out = Path(args.out) if args.out else default_out(args.checkpoint, args.data, args.split)
+    if args.out is None and Path(args.checkpoint).resolve().parent in out.resolve().parents:
+        raise EcholiteError("refusing to write evaluation outputs inside the checkpoint's run")
+    metrics = evaluate_checkpoint(args.checkpoint, args.data, args.split.upper(), out,
+                                  resolve_device(args.device))
     print(json.dumps(metrics, indent=2))
+    print(f"predictions and metrics in {out}")
     return 0
 
 
@@ -125,7 +130,7 @@ def cmd_run(args) -> int:
     from echolite.runtime import resolve_device
 
     cfg = _config(args)
-    out = Path(args.out or Path("runs") / cfg.name)
+    out = Path(args.out or Path("runs") / (cfg.name if cfg.task == "ef" else f"{cfg.task}-{cfg.name}"))
     _log_to(out)
     run(cfg, out, resolve_device(cfg.train.device))
     print((out / "report.md").read_text())
@@ -134,28 +139,34 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from echolite.report import write_report
+    from echolite.report import load_results, table_markdown, write_report
 
+    if args.table:
+        print(table_markdown(load_results(args.run_dir)))
+        return 0
     print(write_report(args.run_dir).read_text())
     return 0
 
 
 def cmd_bench(args) -> int:
-    from echolite.benchmark import bench_artifacts
+    from echolite.benchmark import bench_run
 
-    out = bench_artifacts(Path(args.run_dir), args.min_runs, args.min_seconds)
+    out = bench_run(Path(args.run_dir), args.min_runs, args.min_seconds)
     print(f"device: {out['device']}; ratios are p50(variant) / p50(FP32 eager, timed first)")
-    print(f"{'variant':<48} {'p50 ms':>8} {'p90 ms':>8} {'ratio':>7} {'speed-up':>9} {'videos/s@B':>11}")
+    print(f"{'variant':<52} {'p50 ms':>8} {'p90 ms':>8} {'ratio':>7} {'speed-up':>9} {'items/s@B':>10}")
     for r in out["rows"]:
-        print(f"{r['variant']:<48} {r['p50_ms']:8.1f} {r['p90_ms']:8.1f} {r['ratio_vs_fp32_eager']:7.3f} "
-              f"{r['speedup']:8.2f}x {r['throughput_videos_per_s']:11.1f}")
+        print(f"{r['variant']:<52} {r['p50_ms']:8.2f} {r['p90_ms']:8.2f} {r['ratio_vs_fp32_eager']:7.3f} "
+              f"{r['speedup']:8.2f}x {r['throughput_items_per_s']:10.1f}")
+    for line in out["not_timed"]:
+        print(f"not timed: {line}")
     return 0
 
 
 def cmd_bench_data(args) -> int:
     from torch.utils.data import DataLoader
 
-    from echolite.data.echonet import EchoClips, EpochSampler, read_filelist
+    from echolite.data.echonet import EchoClips, read_filelist
+    from echolite.data.sampler import EpochSampler
     from echolite.measure.throughput import loader_throughput
 
     table = read_filelist(args.data)
@@ -171,12 +182,41 @@ def cmd_bench_data(args) -> int:
     return 0
 
 
+def cmd_bench_train(args) -> int:
+    from echolite.measure.training import bench_training_step
+
+    cfg = _config(args)
+    print(bench_training_step(cfg, args.steps))
+    return 0
+
+
+def cmd_recipes(args) -> int:
+    import dataclasses
+
+    from echolite.compress.base import step_types
+    from echolite.compress.recipes import known_names
+
+    print("built-in recipes (compress.methods):")
+    for name in known_names().split(", "):
+        print(f"  {name}")
+    print("\nsteps for compress.recipes (YAML: [{step: {field: value}}, ...]):")
+    for key, cls in sorted(step_types().items()):
+        fields = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls))
+        print(f"  {key:<20} {cls.consumes:>9} -> {cls.produces:<9} {fields}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="echolite", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"echolite {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="data -> baseline -> every recipe built and measured -> report")
+    _add_config_flags(p)
+    p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("synth", help="write an echo phantom dataset in the EchoNet-Dynamic layout")
     p.add_argument("out")
@@ -188,9 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check a dataset before any long work")
     p.add_argument("--data", required=True)
+    p.add_argument("--task", default=None, help="ef (default) | another registered task")
     p.add_argument("--drop-bad", metavar="CSV", default=None,
                    help="instead of failing, list the bad rows and why in CSV (exit 0)")
-    p.add_argument("--skip-videos", action="store_true", help="check the CSVs only")
+    p.add_argument("--skip-items", action="store_true", help="check the index files only")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("train", help="train the FP32 baseline (resumes from OUT/last.pt)")
@@ -202,14 +243,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="TEST", choices=["TRAIN", "VAL", "TEST", "train", "val", "test"])
-    p.add_argument("--out", default=None, help="folder for the outputs (default: checkpoint's)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: runs/evaluate/<data>-<split>-ckpt<digest>)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("run", help="phantom/validate -> train -> evaluate -> results + report")
-    _add_config_flags(p)
-    p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
-    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("report", help="regenerate report.md and figures from RUN_DIR/results.json")
+    p.add_argument("run_dir")
+    p.add_argument("--table", action="store_true", help="print only the variants table (markdown)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("bench", help="re-time every saved artifact of RUN_DIR in one process; "
                        "prints ratios vs FP32 eager")
@@ -228,9 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampling", choices=["window", "spread"], default="window")
     p.set_defaults(func=cmd_bench_data)
 
-    p = sub.add_parser("report", help="regenerate report.md and plots from RUN_DIR/results.json")
-    p.add_argument("run_dir")
-    p.set_defaults(func=cmd_report)
+    p = sub.add_parser("bench-train", help="time a training step in fp32 and with bf16 autocast "
+                       "(how train.amp=auto was chosen)")
+    _add_config_flags(p)
+    p.add_argument("--steps", type=int, default=5, help="timed steps per precision")
+    p.set_defaults(func=cmd_bench_train)
+
+    p = sub.add_parser("recipes", help="list the built-in recipes and the step types")
+    p.set_defaults(func=cmd_recipes)
     return parser
 
 
@@ -245,5 +292,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"echolite: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("echolite: interrupted; finished epochs are kept, rerun to resume", file=sys.stderr)
+        print("echolite: interrupted; finished work is kept, rerun to resume", file=sys.stderr)
         return 130

@@ -1,36 +1,47 @@
-"""Evaluate an EF model on a split: per-video predictions CSV and metrics with bootstrap CIs."""
+"""Evaluate a saved checkpoint on a split of any dataset of its task: per-item predictions + metrics.
+
+Outputs go to their own folder, keyed by the dataset and the checkpoint, so evaluating on other
+data never replaces a run's files.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import torch
 
-from echolite.config import RunConfig
-from echolite.metrics import regression_metrics
-from echolite.runtime import atomic_write_text
-from echolite.train import eval_loader, predict, split_table
+from echolite.cache import file_digest
+from echolite.config import apply_overrides
+from echolite.metrics.bootstrap import resample_indices
+from echolite.runtime import atomic_write_json, atomic_write_text
+from echolite.tasks.base import model_runner, predict_outputs
+from echolite.train import load_checkpoint
 
 
-def evaluate(model: torch.nn.Module, cfg: RunConfig, root: str | Path, table: pd.DataFrame,
-             device: torch.device, split: str = "TEST", predictions_csv: str | Path | None = None,
-             reference_ef: float | None = None) -> dict:
-    """Predict every video of ``split`` and return the metrics dict (see regression_metrics).
+def default_out(checkpoint: str | Path, data: str | Path, split: str) -> Path:
+    name = f"{Path(data).resolve().name}-{split.lower()}-ckpt{file_digest(checkpoint)[:8]}"
+    return Path("runs") / "evaluate" / name
 
-    Args:
-        reference_ef: the TRAIN-mean EF; its MAE ("predict the mean") is reported for scale.
-        predictions_csv: where to write FileName, EF, EF_pred, Split (atomically), if given.
+
+def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str, out: str | Path,
+                        device: torch.device) -> dict:
+    """Predict every item of ``split`` of ``data`` with the checkpoint's model.
+
+    Writes ``predictions_<split>.csv`` and ``metrics_<split>.json`` into ``out``; returns the
+    metrics (with 95 % bootstrap CIs).
     """
-    rows = split_table(table, split)
-    loader = eval_loader(root, rows, cfg)
-    pred = predict(model.to(device), loader, device)
-    true = loader.dataset.ef
-    if predictions_csv is not None:
-        df = pd.DataFrame({"FileName": loader.dataset.names, "EF": true, "EF_pred": pred,
-                           "Split": split})
-        atomic_write_text(predictions_csv, df.to_csv(index=False, float_format="%.3f"))
-    metrics = regression_metrics(true, pred, cfg.eval.threshold_ef, cfg.eval.n_bootstrap,
-                                 seed=cfg.train.seed, reference=reference_ef)
-    metrics["split"] = split
+    cls, cfg, model, _ = load_checkpoint(checkpoint)
+    cfg = apply_overrides(cfg, [f"data.root={Path(data)}"])
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    task = cls(cfg, cls.prepare(cfg, out))
+    evalset = task.eval_set(split)
+    outputs = predict_outputs(model_runner(model.to(device), device), evalset, cfg.train.batch_size)
+    pred = task.decode(outputs)
+    idx = resample_indices(len(evalset), cfg.eval.n_bootstrap, cfg.eval.seed)
+    metrics = {"checkpoint": str(checkpoint), "data": str(data), "data_key": task.data.key,
+               **task.score(evalset, pred, idx)}
+    atomic_write_text(out / f"predictions_{split.lower()}.csv",
+                      task.prediction_table(evalset, pred).to_csv(index=False, float_format="%.4f"))
+    atomic_write_json(out / f"metrics_{split.lower()}.json", metrics)
     return metrics

@@ -1,18 +1,25 @@
-"""results.json -> report.md (table) and plots. A pure function of results.json: no retraining.
+"""results.json -> report.md and figures: a pure function of results.json (no model, no data).
 
-results.json schema (version 1)::
+The core here knows no task: metric names, directions, the accuracy budget and the item unit come
+from ``results["task"]`` (written by the task), and task-specific figures from the task class's
+``figures`` (e.g. a Bland–Altman plot for a measurement, a confusion matrix for classification).
 
-    {"schema": 1,
-     "run": {"name", "created", "config", "environment", "data"},
-     "rows": [{"name", "model", "method", "precision", "backend", "device", "status", "error",
-               "metrics": {"mae": {"value", "ci_low", "ci_high"}, "rmse", "r2", "auc", "n",
-                           "mae_predict_reference"},
-               "size_bytes": {"state_dict": int, ...},
-               "latency_ms": {"p50", "p90", ...} | None,
-               "predictions": {"ef": [...], "ef_pred": [...]},
+results.json (schema 2)::
+
+    {"schema": 2,
+     "run": {"name", "created", "command", "config", "environment", "data", "resolved"},
+     "task": {"name", "title", "item", "primary", "metrics": [{"key", "label", "unit", "fmt",
+              "higher_is_better"}], "budget": {"max_worsening", "relative", "text"}, "model"},
+     "measure": {"device", "threads", "latency_batch", "throughput_batch", "reference_p50_first_ms",
+                 "reference_p50_last_ms", "protocol", "eval": {"split", "n", "ids", "targets", ...}},
+     "rows": [{"name", "family", "method", "precision", "backend", "status", "error", "store",
+               "metrics": {"values": {key: {"value", "ci_low", "ci_high", ...}},
+                           "paired_delta": {key: {"value", "ci_low", "ci_high", "relative", ...}}},
+               "prediction": [...], "size_bytes": {kind: int}, "latency_ms": {"p50", "p90", ...},
                "details": {...}}]}
 
-Later methods (quantization, pruning) add rows; the first row named ``fp32`` is the reference.
+The first row is the reference (FP32 eager); every ratio is against it and was measured in the
+same process.
 """
 
 from __future__ import annotations
@@ -20,195 +27,327 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from echolite import EcholiteError
 from echolite.runtime import atomic_write_text
 
-SCHEMA = 1
-REFERENCE_ROW = "fp32"
+SCHEMA = 2
 MB = 1e6
+FAMILIES = ("reference", "fp32 runtimes", "quantization", "pruning", "stacks")
 
 
 def load_results(run_dir: str | Path) -> dict:
     path = Path(run_dir) / "results.json"
     if not path.is_file():
-        from echolite import EcholiteError
-
         raise EcholiteError(f"{path}: not found (run `echolite run` first)")
-    return json.loads(path.read_text())
+    results = json.loads(path.read_text())
+    if results.get("schema") != SCHEMA:
+        raise EcholiteError(f"{path}: results schema {results.get('schema')}, this echolite reads "
+                            f"{SCHEMA}; rerun `echolite run` to re-measure")
+    return results
 
 
+# --- helpers ---------------------------------------------------------------------------------------
 def _fmt(x, spec=".2f", missing="—"):
     return missing if x is None else format(x, spec)
 
 
-def _size_mb(row: dict) -> float | None:
-    """The deployable size of a row: its state dict if saved, else its smallest artifact."""
+def size_bytes(row: dict) -> int | None:
+    """A row's deployable size: the file its runtime loads (its first artifact)."""
     sizes = row.get("size_bytes") or {}
-    if "state_dict" in sizes:
-        return sizes["state_dict"] / MB
-    return min(sizes.values()) / MB if sizes else None
+    return next(iter(sizes.values())) if sizes else None
 
 
-def _reference(rows: list[dict]) -> dict | None:
-    return next((r for r in rows if r["name"] == REFERENCE_ROW and r["status"] == "ok"), None)
+def ok_rows(results: dict) -> list[dict]:
+    return [r for r in results["rows"] if r["status"] == "ok"]
+
+
+def reference(results: dict) -> dict:
+    return results["rows"][0]
+
+
+def primary(results: dict) -> dict:
+    task = results["task"]
+    return next(m for m in task["metrics"] if m["key"] == task["primary"])
+
+
+def worsening_bound(row: dict, results: dict) -> float | None:
+    """The 95 % bound of the paired Δ(primary) on the *worse* side, in the budget's units.
+
+    Lower-is-better: upper bound of Δ (relative if the budget is relative). Higher-is-better:
+    minus the lower bound. ``None`` for the reference row. A value <= budget qualifies.
+    """
+    d = (row["metrics"].get("paired_delta") or {}).get(results["task"]["primary"])
+    if d is None:
+        return None
+    rel = results["task"]["budget"]["relative"]
+    if primary(results)["higher_is_better"]:
+        low = d["rel_ci_low"] if rel else d["ci_low"]
+        return -low
+    return d["rel_ci_high"] if rel else d["ci_high"]
+
+
+def recommend(results: dict) -> tuple[dict | None, str]:
+    """The fastest variant whose paired Δ(primary) bound is within the task's budget.
+
+    Returns (row or None, one sentence saying why).
+    """
+    budget = results["task"]["budget"]
+    candidates = []
+    for r in ok_rows(results)[1:]:
+        bound = worsening_bound(r, results)
+        if bound is not None and bound == bound and bound <= budget["max_worsening"]:
+            candidates.append(r)
+    if not candidates:
+        return None, f"no variant's paired 95 % bound is within the budget ({budget['text']})"
+    best = min(candidates, key=lambda r: r["latency_ms"]["p50"])
+    return best, f"the fastest variant whose paired 95 % bound is within the budget ({budget['text']})"
+
+
+# --- markdown --------------------------------------------------------------------------------------
+def _metric_cell(value: dict, spec: str) -> str:
+    return f"{value['value']:{spec}} [{value['ci_low']:{spec}}, {value['ci_high']:{spec}}]"
+
+
+def _delta_cell(d: dict, spec: str, relative: bool) -> str:
+    if relative:
+        return (f"{100 * d['relative']:+.1f} % [{100 * d['rel_ci_low']:+.1f}, "
+                f"{100 * d['rel_ci_high']:+.1f}]")
+    return f"{d['value']:+{spec}} [{d['ci_low']:+{spec}}, {d['ci_high']:+{spec}}]"
+
+
+def summary_lines(results: dict) -> list[str]:
+    task, meas = results["task"], results["measure"]
+    ref = reference(results)
+    p = primary(results)
+    v = ref["metrics"]["values"]
+    others = [m for m in task["metrics"] if m["key"] != p["key"]][:1]
+    ref_size, ref_p50 = size_bytes(ref), ref["latency_ms"]["p50"]
+    lines = [f"- **Baseline** ({task['model']}, FP32, {ref['backend']}): {p['label']} "
+             f"{_metric_cell(v[p['key']], p['fmt'])}"
+             + "".join(f", {m['label']} {v[m['key']]['value']:{m['fmt']}}" for m in others)
+             + f"; {ref_size / MB:.1f} MB; {ref_p50:.1f} ms per {task['item']} (p50, batch 1)."]
+    best, why = recommend(results)
+    if best is None:
+        lines.append(f"- **Recommended: none** — {why}; ship the baseline.")
+    else:
+        d = best["metrics"]["paired_delta"][p["key"]]
+        lines.append(f"- **Recommended: `{best['name']}`** ({best['precision']}, {best['backend']}) — {why}: "
+                     f"{ref_size / size_bytes(best):.1f}× smaller, "
+                     f"{ref_p50 / best['latency_ms']['p50']:.1f}× "
+                     f"faster on {meas['device']}; paired Δ{p['label']} "
+                     f"{_delta_cell(d, p['fmt'], task['budget']['relative'])}.")
+    failed = [r["name"] for r in results["rows"] if r["status"] != "ok"]
+    n_ok = len(ok_rows(results)) - 1
+    lines.append(f"- {n_ok} variant(s) measured" + (f", {len(failed)} failed ({', '.join(failed)})"
+                                                     if failed else ", none failed")
+                 + f"; {results['measure']['eval']['n']} {meas['eval']['split']} {task['item']}s.")
+    return lines
 
 
 def table_markdown(results: dict) -> str:
-    rows = results["rows"]
-    ref = _reference(rows)
-    ref_mae = ref["metrics"]["mae"]["value"] if ref else None
-    ref_p50 = (ref.get("latency_ms") or {}).get("p50") if ref else None
-    head = ("| Variant | Model | Method | Precision | Backend | Size MB | MAE [95% CI] | ΔMAE | RMSE | R² | "
-            "AUC(EF<50) | p50 / p90 ms | speed-up | videos/s @batch | parity ΔEF | device |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in rows:
-        if r["status"] != "ok":
-            lines.append(f"| {r['name']} | {r['model']} | — | — | — | — | **failed**: {r.get('error', '')} |"
-                         + " — |" * 8 + f" {r.get('device', '')} |")
+    task, meas = results["task"], results["measure"]
+    p = primary(results)
+    rel = task["budget"]["relative"]
+    others = [m for m in task["metrics"] if m["key"] != p["key"]]
+    ref = reference(results)
+    ref_size, ref_p50 = size_bytes(ref), ref["latency_ms"]["p50"]
+    head = (["variant", "method", "precision", "backend", "size MB (×)", f"{p['label']} [95% CI]",
+             f"paired Δ{p['label']} [95% CI]"] + [m["label"] for m in others]
+            + ["p50 / p90 ms (×)", f"{task['item']}s/s @{meas['throughput_batch']}"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for family in FAMILIES + tuple(sorted({r.get("family") for r in results["rows"]} - set(FAMILIES))):
+        rows = [r for r in results["rows"] if r.get("family") == family]
+        if not rows:
             continue
-        m = r["metrics"]
-        mae = m["mae"]
-        lat = r.get("latency_ms") or {}
-        d_mae = None if ref_mae is None else mae["value"] - ref_mae
-        d_rel = f" ({100 * d_mae / ref_mae:+.1f}%)" if d_mae is not None and r is not ref else ""
-        speed = (ref_p50 / lat["p50"]) if ref_p50 and lat.get("p50") else None
-        thr = lat.get("throughput_videos_per_s")
-        parity = (r.get("details") or {}).get("parity_max_abs_diff_ef")
-        batch_note = f" @{lat['throughput_batch']}" if thr else ""
-        lines.append(
-            f"| {r['name']} | {r['model']} | {r['method']} | {r['precision']} | {r['backend']} | "
-            f"{_fmt(_size_mb(r))} | "
-            f"{mae['value']:.2f} [{mae['ci_low']:.2f}, {mae['ci_high']:.2f}] | "
-            f"{_fmt(d_mae, '+.2f')}{d_rel} | {m['rmse']['value']:.2f} | {m['r2']['value']:.3f} | "
-            f"{_fmt(m.get('auc', {}).get('value'), '.3f')} | "
-            f"{_fmt(lat.get('p50'), '.1f')} / {_fmt(lat.get('p90'), '.1f')} | "
-            f"{_fmt(speed, '.2f')}{'×' if speed else ''} | "
-            f"{_fmt(thr, '.1f')}{batch_note} | "
-            f"{_fmt(parity, '.3f')} | {r.get('device', '')} |"
-        )
+        lines.append(f"| **{family}** |" + " |" * (len(head) - 1))
+        for r in rows:
+            if r["status"] != "ok":
+                lines.append(f"| {r['name']} | **failed** ({r.get('phase')}): {r['error']} |"
+                             + " — |" * (len(head) - 2))
+                continue
+            v, d = r["metrics"]["values"], (r["metrics"].get("paired_delta") or {}).get(p["key"])
+            lat = r["latency_ms"]
+            size = size_bytes(r)
+            lines.append("| " + " | ".join([
+                r["name"], r["method"], r["precision"], r["backend"],
+                f"{size / MB:.2f} ({size / ref_size:.2f}×)",
+                _metric_cell(v[p["key"]], p["fmt"]),
+                "—" if d is None else _delta_cell(d, p["fmt"], rel),
+                *[format(v[m["key"]]["value"], m["fmt"]) for m in others],
+                f"{lat['p50']:.1f} / {lat['p90']:.1f} ({lat['p50'] / ref_p50:.2f}×)",
+                f"{lat['throughput_items_per_s']:.1f}",
+            ]) + " |")
     return "\n".join(lines)
 
 
-def _plt():
+def header_lines(results: dict) -> list[str]:
+    run, meas, task = results["run"], results["measure"], results["task"]
+    env, data = run.get("environment", {}), run.get("data", {})
+    return [
+        f"- task: {task['title']}; model: {task['model']}; data: {data.get('root')} ({data.get('kind')}), "
+        f"{data.get('splits')}",
+        f"- device: {meas['device']}; latency at batch {meas['latency_batch']}, throughput at batch "
+        f"{meas['throughput_batch']}; {meas['protocol']}; FP32 eager p50 first "
+        f"{meas['reference_p50_first_ms']:.1f} ms, "
+        f"last {meas['reference_p50_last_ms']:.1f} ms (drift {100 * meas['reference_drift']:+.1f} %)",
+        f"- metrics on {meas['eval']['n']} {meas['eval']['split']} {task['item']}s; "
+        "95 % CIs by bootstrap over "
+        f"{task['item']}s ({meas['eval']['n_bootstrap']} resamples); Δ is paired (same resamples as FP32)",
+        f"- created {run.get('created')} by `{run.get('command', '')}`; git {env.get('git_commit')}; "
+        f"torch {env.get('packages', {}).get('torch')}; "
+        f"training precision: {run.get('resolved', {}).get('amp')}",
+    ]
+
+
+# --- figures ---------------------------------------------------------------------------------------
+def plt():
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as pyplot
 
-    return plt
+    return pyplot
 
 
-def plot_pareto(results: dict, path: Path) -> Path | None:
-    """MAE vs latency and MAE vs size, one point per successful variant."""
-    rows = [r for r in results["rows"] if r["status"] == "ok" and r.get("latency_ms")]
-    if not rows:
+def plain_axis(axis) -> None:
+    """Plain decimal tick labels on a log axis (no 2×10¹)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_minor_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0)))
+    axis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    axis.set_minor_formatter(FuncFormatter(lambda x, _: ""))
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both x and y (both lower is better)."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        beaten = any(x2 <= x and y2 <= y and (x2 < x or y2 < y)
+                     for j, (x2, y2) in enumerate(points) if j != i)
+        if not beaten:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def plot_pareto(results: dict, path: Path) -> str | None:
+    """Paired Δ(primary) with its CI against latency and against size; front drawn; numbered."""
+    rows = ok_rows(results)
+    if len(rows) < 2:
         return None
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, key, label in ((axes[0], "latency", "p50 latency, batch 1 (ms/video)"),
-                           (axes[1], "size", "size (MB)")):
-        for r in rows:
-            x = r["latency_ms"]["p50"] if key == "latency" else _size_mb(r)
-            mae = r["metrics"]["mae"]
-            err = [[mae["value"] - mae["ci_low"]], [mae["ci_high"] - mae["value"]]]
-            ax.errorbar(x, mae["value"], yerr=err, fmt="o", capsize=3, alpha=0.8)
-            ax.annotate(f"{r['name']}\n{r['backend']}", (x, mae["value"]), fontsize=6,
-                        xytext=(4, 4), textcoords="offset points")
+    p = primary(results)
+    task = results["task"]
+    rel = task["budget"]["relative"]
+    sign = -1.0 if p["higher_is_better"] else 1.0  # plot "worsening" upwards for both directions
+
+    def dy(r):
+        d = (r["metrics"].get("paired_delta") or {}).get(p["key"])
+        if d is None:
+            return 0.0, 0.0, 0.0
+        k = 100.0 if rel else 1.0
+        lo, hi = (d["rel_ci_low"], d["rel_ci_high"]) if rel else (d["ci_low"], d["ci_high"])
+        v = d["relative"] if rel else d["value"]
+        vals = sorted([sign * k * lo, sign * k * hi])
+        return sign * k * v, vals[0], vals[1]
+
+    pyplot = plt()
+    fig, axes = pyplot.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    budget = task["budget"]["max_worsening"] * (100.0 if rel else 1.0)
+    ylabel = (f"worsening of {p['label']} vs FP32 (%, paired 95 % CI)" if rel else
+              f"worsening of {p['label']} vs FP32 ({p['unit'] or 'units'}, paired 95 % CI)")
+    for ax, key, label in ((axes[0], "latency", "p50 latency, batch 1 (ms, log scale)"),
+                           (axes[1], "size", "size on disk (MB, log scale)")):
+        pts = []
+        for i, r in enumerate(rows):
+            x = r["latency_ms"]["p50"] if key == "latency" else size_bytes(r) / MB
+            y, lo, hi = dy(r)
+            pts.append((x, y))
+            color = "black" if i == 0 else f"C{i % 10}"
+            ax.errorbar(x, y, yerr=[[y - lo], [hi - y]], fmt="o", color=color, capsize=3, ms=5)
+            ax.annotate(str(i), (x, y), xytext=(5, 4), textcoords="offset points", fontsize=8,
+                        color=color, fontweight="bold")
+        front = pareto_front(pts)
+        ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "-", color="grey", lw=1,
+                alpha=0.6, zorder=0, label="Pareto front (points)")
+        ax.axhline(0, color="black", lw=0.8)
+        ax.axhline(budget, color="red", lw=0.8, ls="--", label=f"budget ({task['budget']['text']})")
         ax.set_xscale("log")
+        plain_axis(ax.xaxis)
         ax.set_xlabel(label)
-        ax.set_ylabel("TEST MAE (EF points)")
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel(ylabel)
+    axes[0].legend(fontsize=7, loc="upper right")
+    legend = "\n".join(f"{i}  {r['name']}" for i, r in enumerate(rows))
+    fig.text(0.995, 0.5, legend, fontsize=7, va="center", ha="right", family="monospace")
+    fig.tight_layout(rect=(0, 0, 0.83, 1))
     fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    pyplot.close(fig)
+    return (f"**{path.name}** — each point a variant (numbers: legend at right; 0 = FP32). Up = worse "
+            f"{p['label']} than FP32 (paired 95 % CI on the same {task['item']}s); left = faster / smaller. "
+            f"Points below the dashed line are within the budget; the grey line joins the Pareto front.")
 
 
-def plot_sensitivity(results: dict, path: Path) -> Path | None:
-    rows = [r for r in results["rows"] if r["status"] == "ok" and (r.get("details") or {}).get("sensitivity")]
-    if not rows:
+def plot_sensitivity(results: dict, path: Path) -> str | None:
+    hit = next(((r, s["sensitivity"]) for r in ok_rows(results) for s in r["details"].get("steps", [])
+                if s.get("sensitivity")), None)
+    if hit is None:
         return None
-    sens = rows[0]["details"]["sensitivity"]
+    row, sens = hit
     layers = sens["layers"]
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, max(3, 0.25 * len(layers))))
-    ax.barh([s["layer"] for s in layers][::-1], [s["delta_mae"] for s in layers][::-1])
-    ax.set_xlabel(f"VAL MAE recovered by keeping the layer fp32 (all-int8 MAE {sens['all_int8_mae']:.2f}, "
-                  f"fp32 {sens['fp32_mae']:.2f})")
-    ax.set_title(f"per-layer quantization sensitivity ({rows[0]['name']}, {sens['videos']} VAL videos)",
-                 fontsize=9)
-    ax.tick_params(axis="y", labelsize=6)
+    p = primary(results)
+    pyplot = plt()
+    fig, ax = pyplot.subplots(figsize=(8, max(3, 0.24 * len(layers))))
+    names = [s["layer"] for s in layers][::-1]
+    gains = [s["gain"] for s in layers][::-1]
+    ax.barh(names, gains, color=["C3" if g > 0 else "C0" for g in gains])
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel(f"{p['label']} recovered on VAL by keeping only this layer in FP32 "
+                  f"(all-int8 {sens['all_int8_score']:.3f}, FP32 {sens['fp32_score']:.3f})")
+    ax.set_title(f"per-layer quantization sensitivity ({row['name']}, {sens['items']} VAL "
+                 f"{results['task']['item']}s)", fontsize=9)
+    ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    pyplot.close(fig)
+    kept = next((s.get("kept_fp32") for s in row["details"]["steps"] if "kept_fp32" in s), [])
+    return (f"**{path.name}** — layers by the model's own module names; a long bar = quantizing that "
+            f"layer costs accuracy. The fallback kept {', '.join(kept) if kept else 'no layer'} in FP32.")
 
 
-def plot_predictions(results: dict, path: Path) -> Path | None:
-    plt = _plt()
-    rows = [r for r in results["rows"] if r["status"] == "ok" and r.get("predictions")]
-    if not rows:
-        return None
-    cols = min(4, len(rows))
-    n_rows = (len(rows) + cols - 1) // cols
-    fig, axes = plt.subplots(n_rows, cols, figsize=(3.6 * cols, 3.6 * n_rows), squeeze=False)
-    for ax in axes.flat[len(rows):]:
-        ax.axis("off")
-    for ax, r in zip(axes.flat, rows):
-        ef, pred = r["predictions"]["ef"], r["predictions"]["ef_pred"]
-        ax.scatter(ef, pred, s=6, alpha=0.6)
-        lo, hi = min(ef + pred), max(ef + pred)
-        ax.plot([lo, hi], [lo, hi], "k--", lw=1)
-        ax.set_xlabel("true EF (%)", fontsize=8)
-        ax.set_ylabel("predicted EF (%)", fontsize=8)
-        ax.set_title(f"{r['name']} [{r['backend']}]\nMAE {r['metrics']['mae']['value']:.2f}", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+def dropped_notes(results: dict) -> list[str]:
+    """Metrics undefined on some bootstrap resamples (e.g. an AUC without positives): say how many."""
+    notes = []
+    labels = {m["key"]: m["label"] for m in results["task"]["metrics"]}
+    for key, v in reference(results)["metrics"]["values"].items():
+        if v.get("dropped_nan"):
+            notes.append(f"- {labels.get(key, key)}: undefined on {v['dropped_nan']} of {v['resamples']} "
+                         "resamples (dropped from its CI)")
+    return notes
 
 
 def write_report(run_dir: str | Path) -> Path:
-    """Regenerate ``report.md`` and plots of ``run_dir`` from its results.json alone."""
+    """Regenerate ``report.md`` and its figures from ``run_dir/results.json`` alone."""
+    from echolite.tasks import task_class
+
     run_dir = Path(run_dir)
     results = load_results(run_dir)
-    run = results["run"]
-    env = run.get("environment", {})
-    plots = [p for p in (plot_predictions(results, run_dir / "pred_vs_true.png"),
-                         plot_pareto(results, run_dir / "pareto.png"),
-                         plot_sensitivity(results, run_dir / "sensitivity.png")) if p]
-    data = run.get("data", {})
-    ref = next((r for r in results["rows"] if r["name"] == REFERENCE_ROW), None)
-    lines = [
-        f"# echolite run `{run['name']}`",
-        "",
-        f"- created: {run.get('created')}; command: `{run.get('command', '')}`",
-        f"- data: {data.get('root')} ({data.get('kind')}), videos per split: {data.get('splits')}",
-        f"- machine: {env.get('cpu')} ({env.get('cpu_count')} cores, torch threads "
-        f"{env.get('torch_threads')}), CUDA: {env.get('cuda')}",
-        f"- packages: {env.get('packages')}; git {env.get('git_commit')}",
-        "",
-        f"Metrics on the {ref['metrics'].get('split', 'TEST') if ref else 'TEST'} split; "
-        "95 % CIs by bootstrap over videos.",
-        "",
-        table_markdown(results),
-        "",
-    ]
-    if ref and ref["status"] == "ok":
-        m = ref["metrics"]
-        lines += [f"Predicting the TRAIN-mean EF for every video gives MAE "
-                  f"{m.get('mae_predict_reference', float('nan')):.2f}.", ""]
-    if ref and ref["status"] == "ok" and ref.get("latency_ms"):
-        d = ref.get("details", {})
-        last = (d.get("latency_last_ms") or {}).get("p50")
-        lines += [f"FP32 eager p50 measured first: {ref['latency_ms']['p50']:.1f} ms, last: "
-                  f"{_fmt(last, '.1f')} ms (drift {100 * d.get('latency_drift_first_to_last', 0):+.1f} %). "
-                  f"Speed-ups are against the first. For context, the student project timed INT8 on "
-                  f"CPU at {d.get('seeds_int8_cpu_ms_for_context', 871):.0f} ms.", ""]
+    captions = [plot_pareto(results, run_dir / "pareto.png")]
+    captions += task_class(results["task"]["name"]).figures(results, run_dir)
+    captions.append(plot_sensitivity(results, run_dir / "sensitivity.png"))
+    lines = [f"# echolite run `{results['run']['name']}` — {results['task']['title']}", "",
+             "## Summary", "", *summary_lines(results), "", "## Variants", "", *header_lines(results), "",
+             table_markdown(results), ""]
+    notes = dropped_notes(results)
+    if notes:
+        lines += ["Bootstrap notes:", "", *notes, ""]
     failed = [r for r in results["rows"] if r["status"] != "ok"]
     if failed:
-        lines += ["Failed methods (reported, never replaced by another method):", ""]
-        lines += [f"- `{r['name']}`: {r['error']}" for r in failed] + [""]
-    lines += [f"![{p.stem}]({p.name})" for p in plots] + [""]
+        lines += ["Failed variants are reported, never replaced by another method:", ""]
+        lines += [f"- `{r['name']}` ({r.get('phase')}): {r['error']}" for r in failed] + [""]
+    lines += ["## Figures", ""]
+    for caption in filter(None, captions):
+        name = caption.split("**")[1]
+        lines += [f"![{name}]({name})", "", caption, ""]
     path = run_dir / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path

@@ -1,96 +1,91 @@
-"""The pipeline: (phantom) data -> validate -> train baseline (or reuse) -> evaluate -> results.
+"""The pipeline: data (resolve/generate + validate) -> baseline (train or reuse) -> every recipe
+built or reused and measured -> results.json -> report.
 
-A run folder holds::
+Everything reusable lives in the store beside the run folders (``<out>/../store``, see
+:mod:`echolite.cache`): baseline-<key>/ (best.pt, last.pt), stage-<key>/ (one per recipe step),
+onnx-<key>/, ranges-<key>/. A run folder holds::
 
-    config.yaml        resolved configuration
-    environment.json   package versions, git commit, CPU flags
-    run.log            the log of every invocation
-    baseline/          best.pt, last.pt, predictions_test.csv
-    variants/          compressed artifacts (.pt2, .onnx, state dicts) and one cached row file each
-    results.json       one row per model variant (see echolite.report)
-    report.md, *.png   regenerated from results.json by `echolite report`
+    config.yaml           resolved configuration
+    environment.json      package versions, git commit, CPU flags
+    run.log               the log of every invocation
+    example_input.pt      the batch-1 input every latency was measured on
+    predictions_<split>.csv  per-item predictions of the FP32 baseline on the evaluation split
+    results.json          one row per variant (see echolite.report)
+    report.md, *.png      regenerated from results.json by `echolite report`
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pandas as pd
+import numpy as np
 import torch
 
-from echolite import EcholiteError
 from echolite.benchmark import measure_all
+from echolite.cache import Store
 from echolite.config import RunConfig, save_config
-from echolite.data.echonet import read_filelist
-from echolite.data.phantom import synthesize
-from echolite.data.validate import drop_bad_rows, validate
 from echolite.report import SCHEMA, write_report
-from echolite.runtime import atomic_write_json, atomic_write_text, environment
-from echolite.train import load_checkpoint, train
+from echolite.runtime import atomic_write_json, atomic_write_text, environment, resolve_amp
+from echolite.tasks import task_class
+from echolite.tasks.base import EvalSet
+from echolite.train import BEST, baseline_fingerprint, load_checkpoint, train_baseline
 
 log = logging.getLogger(__name__)
 
 
-def phantom_root(cfg: RunConfig, out: Path) -> Path:
-    """Where the generated phantom of this config lives: shared by runs under the same parent."""
-    return out.parent / f"phantom-n{cfg.data.phantom_n}-s{cfg.data.phantom_seed}-{cfg.data.size}px"
+def baseline(task, store: Store, device: torch.device, amp) -> Path:
+    """The trained baseline of this task, data and config: reused if its key matches, else trained
+    (resuming an interrupted training of the same key). Returns the path of ``best.pt``."""
+    entry = store.entry("baseline", "baseline", baseline_fingerprint(task, amp))
+    if entry.complete:
+        log.info("baseline: reusing %s", entry.path.name)
+        return entry.path / BEST
+    log.info("baseline: training into %s (%s)", entry.path.name, entry.describe_miss())
+    t0 = time.perf_counter()
+    best = train_baseline(task, entry.open_in_place(), device, amp)
+    entry.mark_complete()
+    log.info("baseline ready (%.0f s in this invocation)", time.perf_counter() - t0)
+    return best
 
 
-def prepare_data(cfg: RunConfig, out: Path, workers: int = 2) -> tuple[Path, pd.DataFrame, str]:
-    """Resolve (generating the phantom if needed) and validate the dataset; returns its table.
-
-    Raises:
-        EcholiteError: validation failed (each problem is logged first).
-    """
-    if cfg.data.root:
-        root, kind = Path(cfg.data.root), "EchoNet-layout dataset"
-    else:
-        root, kind = phantom_root(cfg, out), "echolite phantom"
-        if not (root / "FileList.csv").is_file():
-            t0 = time.perf_counter()
-            log.info("generating %d phantom videos in %s", cfg.data.phantom_n, root)
-            synthesize(root, cfg.data.phantom_n, cfg.data.phantom_seed, cfg.data.size, workers)
-            log.info("phantom written in %.0f s", time.perf_counter() - t0)
-    report = validate(root)
-    for problem in report.problems:
-        log.error("%s", problem)
-    if report.ok:
-        return root, read_filelist(root), kind
-    if cfg.data.drop_bad_rows and not report.fatal:
-        table = drop_bad_rows(report, out / "dropped_rows.csv")
-        log.warning("%s; dropped them (list in %s)", report.summary(), out / "dropped_rows.csv")
-        return root, table, kind
-    raise EcholiteError(report.summary() + " (see above; data.drop_bad_rows=true skips bad rows)")
+def store_for(out: Path) -> Store:
+    """The store shared by the run folders beside ``out``."""
+    return Store(Path(out).resolve().parent / "store")
 
 
 def run(cfg: RunConfig, out: str | Path, device: torch.device) -> dict:
-    """Run the whole pipeline into ``out``; finished steps are reused. Returns results.json."""
+    """Run the whole pipeline into ``out``; finished work is reused. Returns results.json."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    recipes = cfg.recipes()  # validated already at load; nothing long has started
+    cls = task_class(cfg.task)
+    data = cls.prepare(cfg, out)
     save_config(cfg, out / "config.yaml")
     env = environment()
     atomic_write_json(out / "environment.json", env)
+    task = cls(cfg, data)
+    amp, amp_note = resolve_amp(device, cfg.train.amp)
+    store = store_for(out)
 
-    root, table, kind = prepare_data(cfg, out)
-    t0 = time.perf_counter()
-    best = train(cfg, root, table, out / "baseline", device)
-    log.info("baseline ready (%.0f s in this invocation)", time.perf_counter() - t0)
-    model, ckpt = load_checkpoint(best)
-    rows = measure_all(cfg, out, model.cpu(), ckpt, root, table)
-    fp32 = rows[0]
-    # per-video baseline predictions, from the same pass that scored the fp32 row
-    test = table[table["Split"] == "TEST"]
-    predictions = pd.DataFrame({"FileName": test["FileName"].to_numpy(), "EF": fp32["predictions"]["ef"],
-                                "EF_pred": fp32["predictions"]["ef_pred"], "Split": "TEST"})
-    atomic_write_text(out / "baseline" / "predictions_test.csv", predictions.to_csv(index=False))
-    m = fp32["metrics"]
-    log.info("TEST MAE %.2f [%.2f, %.2f], R² %.3f (predicting the train mean: MAE %.2f)",
-             m["mae"]["value"], m["mae"]["ci_low"], m["mae"]["ci_high"], m["r2"]["value"],
-             m["mae_predict_reference"])
+    best = baseline(task, store, device, amp)
+    _, _, model, ckpt = load_checkpoint(best)
+    measured = measure_all(task, model, recipes, store, out, device)
+    rows = measured["rows"]
+    ref = rows[0]
+    ref["details"]["baseline"] = {"store": best.parent.name, "best_epoch": ckpt["epoch"],
+                                  "val_score": ckpt["val_score"], "history": ckpt["history"]}
+    ev = measured["measure"]["eval"]
+    table = task.prediction_table(EvalSet(torch.empty(0), np.asarray(ev["targets"]), ev["ids"], ev["split"]),
+                                  np.asarray(ref["prediction"]))
+    atomic_write_text(out / f"predictions_{ev['split'].lower()}.csv",
+                      table.to_csv(index=False, float_format="%.4f"))
+    m = ref["metrics"]["values"][task.PRIMARY]
+    log.info("%s %s %.4f [%.4f, %.4f]", ev["split"], task.PRIMARY, m["value"], m["ci_low"], m["ci_high"])
     results = {
         "schema": SCHEMA,
         "run": {
@@ -99,9 +94,12 @@ def run(cfg: RunConfig, out: str | Path, device: torch.device) -> dict:
             "command": " ".join(["echolite", *sys.argv[1:]]),
             "config": cfg.to_dict(),
             "environment": env,
-            "data": {"root": str(root), "kind": kind,
-                     "splits": table["Split"].value_counts().to_dict()},
+            "data": {**data.description, "key": data.key},
+            "resolved": {"device": str(device), "amp": amp_note},
+            "store": os.path.relpath(store.root, out),
         },
+        "task": task.spec(),
+        "measure": measured["measure"],
         "rows": rows,
     }
     atomic_write_json(out / "results.json", results)

@@ -16,8 +16,8 @@ import torch
 
 from echolite import EcholiteError
 
-PACKAGES = ("echolite", "torch", "torchvision", "torchao", "onnx", "onnxruntime", "numpy",
-            "opencv-python-headless", "pandas")
+PACKAGES = ("echolite", "torch", "torchvision", "torchao", "onnx", "onnxscript", "onnxruntime",
+            "torch-pruning", "numpy", "opencv-python-headless", "pandas", "scikit-learn")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -53,14 +53,33 @@ def cpu_name() -> str:
     return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
-def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
-    """fp16 on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16/AMX), else None (fp32)."""
-    if not enabled:
-        return None
-    if device.type == "cuda":
-        return torch.float16
+AMP_CHOICES = ("auto", "off", "bf16", "fp16")
+
+
+def resolve_amp(device: torch.device, requested: str) -> tuple[torch.dtype | None, str]:
+    """The autocast dtype training really uses, and why (recorded in the run).
+
+    ``auto``: bf16 on CUDA devices that support it, else fp16; on CPUs bf16 only with AMX.
+    Measured by ``echolite bench-train``: on CPUs with AVX512-BF16 but no AMX (EPYC, Xeon here)
+    a bf16 autocast training step is slower than fp32, so ``auto`` trains them in fp32.
+    An explicit ``bf16`` on a CPU without bf16 instructions runs fp32, and says so.
+    """
+    if requested == "off":
+        return None, "off (fp32)"
     flags = set(cpu_flags())
-    return torch.bfloat16 if {"avx512_bf16", "amx_bf16"} & flags else None
+    if device.type == "cuda":
+        if requested == "fp16" or (requested == "auto" and not torch.cuda.is_bf16_supported()):
+            return torch.float16, "fp16 autocast + GradScaler (CUDA)"
+        return torch.bfloat16, "bf16 autocast (CUDA)"
+    if requested == "fp16":
+        return None, "fp32: fp16 autocast is not used on CPUs (requested fp16)"
+    if requested == "auto":
+        if "amx_bf16" in flags:
+            return torch.bfloat16, "bf16 autocast (CPU with AMX)"
+        return None, "fp32 (auto: CPU without AMX, where bf16 autocast trains slower)"
+    if {"avx512_bf16", "amx_bf16"} & flags:
+        return torch.bfloat16, "bf16 autocast (CPU, requested)"
+    return None, "fp32: the CPU lacks bf16 instructions (requested bf16)"
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -69,18 +88,23 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def atomic_torch_save(obj, path: str | Path) -> None:
+def _atomic(path: str | Path, write) -> None:
+    """Write through a temporary file renamed into place: a kill mid-write leaves ``path`` as it was."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_torch_save(obj, path: str | Path) -> None:
+    _atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    _atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def atomic_write_json(path: str | Path, obj) -> None:

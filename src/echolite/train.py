@@ -1,8 +1,13 @@
-"""Training of the EF regressor: AdamW, warm-up + cosine/step schedule, AMP, atomic checkpoints.
+"""The one training loop: baseline training (checkpointed, resumable) and every fine-tuning step.
+
+AdamW, linear warm-up then cosine (or step) decay, gradient clipping, optional mixed precision,
+model selection on VAL with the task's primary metric. The task supplies the data, the loss
+and the VAL score; this file knows nothing of what is being predicted.
 
 Checkpoints (``torch.load(..., weights_only=True)`` safe: tensors, numbers, strings, lists, dicts):
-  * ``last.pt``: after every epoch; model, optimizer, scheduler, history -> resume;
-  * ``best.pt``: the epoch with the lowest validation MAE; model, config, statistics, metrics.
+  * ``last.pt``: after every epoch: model, optimizer, scheduler, RNG states, history -> resume;
+  * ``best.pt``: the epoch with the best VAL score: model, config, statistics, history.
+Both are written atomically (a kill mid-write leaves the previous file intact).
 """
 
 from __future__ import annotations
@@ -10,188 +15,255 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from echolite import EcholiteError
-from echolite.config import RunConfig, from_dict
-from echolite.data.echonet import EchoClips, EpochSampler, pixel_stats
-from echolite.model import EFRegressor, load_pretrained_backbone
-from echolite.runtime import amp_dtype, atomic_torch_save, autocast, seed_everything
+from echolite.data.sampler import EpochSampler
+from echolite.runtime import atomic_torch_save, autocast, seed_everything
 
 log = logging.getLogger(__name__)
 BEST, LAST = "best.pt", "last.pt"
 
 
-def _fingerprint(cfg: RunConfig) -> dict:
-    """The parts of a config that change what is trained (not workers or evaluation settings)."""
-    d = cfg.to_dict()
-    data = {k: v for k, v in d["data"].items() if k not in ("num_workers", "root")}
-    return {"data": data, "model": d["model"], "train": {k: v for k, v in d["train"].items()
-                                                         if k != "device"}}
+@dataclass
+class Schedule:
+    """Learning-rate schedule of one fit: peak ``lr``, warm-up, then cosine or step decay."""
+
+    lr: float
+    epochs: int
+    warmup_epochs: float = 0.0
+    kind: str = "cosine"  # cosine | step | constant
+    step_epochs: int = 5  # with kind=step: x0.1 every this many epochs
+
+    def factor(self, steps_per_epoch: int):
+        warmup = max(1, round(self.warmup_epochs * steps_per_epoch)) if self.warmup_epochs else 0
+        total = self.epochs * steps_per_epoch
+
+        def f(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if self.kind == "step":
+                return 0.1 ** (step // (self.step_epochs * steps_per_epoch))
+            if self.kind == "constant":
+                return 1.0
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+        return f
 
 
-def split_table(table: pd.DataFrame, split: str) -> pd.DataFrame:
-    part = table[table["Split"] == split]
-    if part.empty:
-        raise EcholiteError(f"the dataset has no {split} videos (FileList.csv column Split)")
-    return part
+@dataclass
+class FitResult:
+    history: list[dict]
+    best_score: float
+    best_epoch: int  # 0 = the weights before any epoch of this fit were best (fine-tuning only)
 
 
-def eval_loader(root, table: pd.DataFrame, cfg: RunConfig, batch_size: int | None = None):
-    ds = EchoClips(root, table, cfg.data.n_frames, cfg.data.size, 0, cfg.data.sampling,
-                   cfg.data.window_s)
-    return DataLoader(ds, batch_size=batch_size or cfg.train.batch_size, shuffle=False,
-                      num_workers=cfg.data.num_workers)
+def fit(task, model: torch.nn.Module, schedule: Schedule, device: torch.device, *, amp=None,
+        max_items: int = 0, on_epoch=None, out_dir: Path | None = None, record: dict | None = None,
+        keep_best: bool = True, score_start: bool = False, desc: str = "train") -> FitResult:
+    """Train ``model`` in place on the task's TRAIN items; select on VAL with the primary metric.
 
-
-@torch.inference_mode()
-def predict(model: torch.nn.Module, loader, device: torch.device, amp=None) -> np.ndarray:
-    """EF predictions (%) for every clip of ``loader``, in order."""
-    model.eval()
-    out = []
-    for clips, _ in loader:
-        with autocast(device, amp):
-            out.append(model(clips.to(device).float()).float().cpu())
-    return torch.cat(out).numpy()
-
-
-def build_model(cfg: RunConfig, stats: dict) -> EFRegressor:
-    return EFRegressor(cfg.model.pooling, stats["pixel_mean"], stats["pixel_std"],
-                       stats["ef_mean"], stats["ef_std"])
-
-
-def load_checkpoint(path: str | Path) -> tuple[EFRegressor, dict]:
-    """Rebuild the model of a ``best.pt``/``last.pt`` and return it with the checkpoint dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise EcholiteError(f"{path}: checkpoint not found (run `echolite train` first)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    cfg = from_dict(ckpt["config"])
-    model = build_model(cfg, ckpt["stats"])
-    model.load_state_dict(ckpt["model"])
-    return model.eval(), ckpt
-
-
-def train(cfg: RunConfig, root: str | Path, table: pd.DataFrame, out_dir: str | Path,
-          device: torch.device) -> Path:
-    """Train on the TRAIN rows of ``table``, select on VAL; resume from ``out_dir/last.pt``.
-
-    Returns the path of ``best.pt``. A finished run with the same config returns at once.
+    Args:
+        schedule: learning rate and epochs.
+        amp: autocast dtype or None (fp32).
+        max_items: TRAIN items per epoch (a fresh random subset each epoch); 0 = all.
+        on_epoch: ``on_epoch(epoch)`` called after ``model.train()`` at the start of each epoch
+            (QAT uses it to freeze observers and BatchNorm).
+        out_dir: if given, checkpoint ``last.pt``/``best.pt`` there and resume from ``last.pt``.
+        record: extra fields stored in both checkpoints (config, fingerprint, statistics).
+        keep_best: load the best VAL epoch's weights at the end (else keep the last epoch's).
+        score_start: score the weights before training too (epoch 0), so a fine-tuning that
+            only hurts VAL returns the weights it started from.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tc = cfg.train
-    seed_everything(tc.seed)
-    train_rows, val_rows = split_table(table, "TRAIN"), split_table(table, "VAL")
-    train_ds = EchoClips(root, train_rows, cfg.data.n_frames, cfg.data.size, cfg.data.shift_px,
-                         cfg.data.sampling, cfg.data.window_s)
-    val_loader = eval_loader(root, val_rows, cfg)
-
-    resume = torch.load(out_dir / LAST, map_location="cpu", weights_only=True) \
-        if (out_dir / LAST).is_file() else None
-    if resume is not None and resume["fingerprint"] != _fingerprint(cfg):
-        raise EcholiteError(f"{out_dir} holds a run with a different config; choose another --out "
-                            "or delete it to start over")
-    if resume is not None and resume["finished"]:
-        log.info("baseline in %s already finished (best val MAE %.2f): reusing it", out_dir,
-                 resume["best_val_mae"])
-        return out_dir / BEST
-
-    if resume is not None:
-        stats = resume["stats"]
-    else:
-        pixel_mean, pixel_std = pixel_stats(train_ds, cfg.data.stats_videos, tc.seed)
-        ef = train_rows["EF"].to_numpy(np.float64)
-        stats = {"pixel_mean": pixel_mean, "pixel_std": pixel_std,
-                 "ef_mean": float(ef.mean()), "ef_std": float(ef.std())}
-    model = build_model(cfg, stats)
-    if cfg.model.pretrained:
-        load_pretrained_backbone(model, cfg.model.pretrained)
-        log.info("backbone initialised from %s", cfg.model.pretrained)
-    else:
-        log.info("backbone randomly initialised (no --pretrained weights given)")
-    model = model.to(device, memory_format=torch.channels_last)
-
-    sampler = EpochSampler(len(train_ds), tc.seed)
-    loader = DataLoader(train_ds, batch_size=tc.batch_size, sampler=sampler, drop_last=True,
-                        num_workers=cfg.data.num_workers)
+    tc = task.cfg.train
+    hib = task.metric(task.PRIMARY).higher_is_better
+    better = (lambda a, b: a > b) if hib else (lambda a, b: a < b)
+    dataset = task.train_dataset()
+    sampler = EpochSampler(len(dataset), tc.seed, max_items)
+    loader = DataLoader(dataset, batch_size=tc.batch_size, sampler=sampler, drop_last=True,
+                        num_workers=task.num_workers)
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
-        raise EcholiteError(f"TRAIN has {len(train_ds)} videos, fewer than one batch "
+        raise EcholiteError(f"TRAIN has {len(sampler)} items per epoch, fewer than one batch "
                             f"(train.batch_size={tc.batch_size})")
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(tc, steps_per_epoch))
-    amp = amp_dtype(device, tc.amp)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=schedule.lr, weight_decay=tc.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule.factor(steps_per_epoch))
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
-    log.info("training on %s, mixed precision: %s, %d train / %d val videos", device,
-             amp or "off (fp32)", len(train_ds), len(val_rows))
 
-    start, history, best = 0, [], math.inf
+    start, history, best, best_epoch, best_state = 0, [], None, 0, None
+    resume = _load_last(out_dir)
     if resume is not None:
         model.load_state_dict(resume["model"])
         opt.load_state_dict(resume["optimizer"])
         sched.load_state_dict(resume["scheduler"])
-        start, history, best = resume["epoch"], resume["history"], resume["best_val_mae"]
-        log.info("resuming after epoch %d", start)
+        _set_rng(resume["rng"])
+        start, history = resume["epoch"], resume["history"]
+        best, best_epoch = resume["best_score"], resume["best_epoch"]
+        log.info("%s: resuming after epoch %d of %d", desc, start, schedule.epochs)
+    elif score_start:
+        best = task.val_score(model, device, amp)
+        best_state = _state(model)
+        history.append({"epoch": 0, "val_score": best})
+        log.info("%s: before training: VAL %s %.4f", desc, task.PRIMARY, best)
 
-    base = {"config": cfg.to_dict(), "fingerprint": _fingerprint(cfg), "stats": stats}
-    for epoch in range(start, tc.epochs):
+    for epoch in range(start, schedule.epochs):
         sampler.set_epoch(epoch)
         model.train()
+        if on_epoch is not None:
+            on_epoch(epoch)
         t0, losses = time.perf_counter(), []
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.epochs}", leave=False, dynamic_ncols=True,
-                   disable=None)  # no bar when stderr is not a terminal (logs, CI)
-        for clips, ef in bar:
-            clips = clips.to(device, non_blocking=True).float()
-            target = ef.to(device)
+        bar = tqdm(loader, desc=f"{desc} {epoch + 1}/{schedule.epochs}", leave=False,
+                   dynamic_ncols=True, disable=None)  # no bar when stderr is not a terminal
+        for x, target in bar:
+            x = x.to(device, non_blocking=True).float()
+            target = target.to(device)
             with autocast(device, amp):
-                pred = model(clips)
-            loss = (((pred.float() - target) / model.ef_std) ** 2).mean()
+                out = model(x)
+            loss = task.loss(out.float(), target)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if tc.grad_clip > 0:
                 scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
             scaler.step(opt)
             scaler.update()
             sched.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        val_pred = predict(model, val_loader, device, amp)
-        val_mae = float(np.mean(np.abs(val_pred - val_loader.dataset.ef)))
-        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_mae": val_mae,
+        score = task.val_score(model, device, amp)
+        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_score": score,
                "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
         history.append(row)
-        log.info("epoch %d/%d  loss %.4f  val MAE %.2f  (%.0f s)", epoch + 1, tc.epochs,
-                 row["train_loss"], val_mae, row["seconds"])
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        if val_mae < best:
-            best = val_mae
-            atomic_torch_save({**base, "model": state, "epoch": epoch + 1, "val_mae": val_mae,
-                               "history": history}, out_dir / BEST)
-        atomic_torch_save({**base, "model": state, "optimizer": opt.state_dict(),
-                           "scheduler": sched.state_dict(), "epoch": epoch + 1,
-                           "history": history, "best_val_mae": best,
-                           "finished": epoch + 1 == tc.epochs}, out_dir / LAST)
+        log.info("%s epoch %d/%d  loss %.4f  VAL %s %.4f  (%.0f s)", desc, epoch + 1, schedule.epochs,
+                 row["train_loss"], task.PRIMARY, score, row["seconds"])
+        improved = best is None or better(score, best)
+        if improved:
+            best, best_epoch = score, epoch + 1
+            if keep_best and out_dir is None:
+                best_state = _state(model)
+        if out_dir is not None:
+            state = _state(model)
+            base = {**(record or {}), "history": history}
+            if improved:
+                atomic_torch_save({**base, "model": state, "epoch": epoch + 1, "val_score": score},
+                                  out_dir / BEST)
+            atomic_torch_save({**base, "model": state, "optimizer": opt.state_dict(),
+                               "scheduler": sched.state_dict(), "rng": _get_rng(),
+                               "epoch": epoch + 1, "best_score": best, "best_epoch": best_epoch,
+                               "finished": epoch + 1 == schedule.epochs}, out_dir / LAST)
+    if keep_best and best_state is not None and best_epoch != history[-1]["epoch"]:
+        model.load_state_dict(best_state)
+        log.info("%s: keeping epoch %d (best VAL %s %.4f)", desc, best_epoch, task.PRIMARY, best)
+    return FitResult(history, float(best), best_epoch)
+
+
+def _state(model: torch.nn.Module) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def _load_last(out_dir: Path | None) -> dict | None:
+    if out_dir is None or not (out_dir / LAST).is_file():
+        return None
+    return torch.load(out_dir / LAST, map_location="cpu", weights_only=True)
+
+
+def _get_rng() -> dict:
+    """The global RNG state training draws from (item order and augmentation come from the
+    epoch-keyed sampler; the torch generator covers anything random in a model's forward)."""
+    return {"torch": torch.get_rng_state()}
+
+
+def _set_rng(rng: dict) -> None:
+    torch.set_rng_state(rng["torch"])
+
+
+# --- the baseline ------------------------------------------------------------------------------
+def baseline_fingerprint(task, amp) -> dict:
+    """What a baseline is made from: the data, the model and training settings, the versions."""
+    from echolite.cache import package_versions
+
+    cfg = task.cfg.to_dict()
+    return {"task": task.NAME, "data_key": task.data.key,
+            "data": {k: v for k, v in cfg["data"].items() if k not in ("num_workers", "root")},
+            "model": cfg["model"],
+            "train": {k: v for k, v in cfg["train"].items() if k not in ("device", "amp")},
+            "amp": str(amp), "versions": package_versions()}
+
+
+def train_baseline(task, out_dir: str | Path, device: torch.device, amp=None) -> Path:
+    """Train the task's model from scratch into ``out_dir`` (resuming from ``last.pt``).
+
+    Returns the path of ``best.pt``. A finished run with the same fingerprint returns at once.
+
+    Raises:
+        EcholiteError: ``out_dir`` holds a run made from other data or settings.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tc = task.cfg.train
+    fingerprint = baseline_fingerprint(task, amp)
+    resume = _load_last(out_dir)
+    if resume is not None and resume["fingerprint"] != fingerprint:
+        from echolite.cache import _diff
+
+        changed = "; ".join(_diff(resume["fingerprint"], fingerprint)[:4])
+        raise EcholiteError(f"{out_dir} holds a training made from other data or settings "
+                            f"({changed}); choose another --out or delete it to start over")
+    if resume is not None and resume["finished"]:
+        log.info("baseline in %s already finished (best VAL %s %.4f): reusing it", out_dir,
+                 task.PRIMARY, resume["best_score"])
+        return out_dir / BEST
+    seed_everything(tc.seed)
+    stats = resume["stats"] if resume is not None else task.init_stats()
+    model = task.build_model(task.cfg, stats)
+    pretrained = getattr(task.cfg.model, "pretrained", None)
+    if resume is None and pretrained:
+        task.load_pretrained(model, pretrained)
+        log.info("backbone initialised from %s", pretrained)
+    model = model.to(device, memory_format=torch.channels_last)
+    log.info("training %s on %s, mixed precision: %s", task.model_name(task.cfg), device,
+             amp or "off (fp32)")
+    record = {"config": task.cfg.to_dict(), "fingerprint": fingerprint, "stats": stats}
+    schedule = Schedule(tc.lr, tc.epochs, tc.warmup_epochs, tc.schedule, tc.step_epochs)
+    fit(task, model, schedule, device, amp=amp, out_dir=out_dir, record=record, desc="epoch")
     return out_dir / BEST
 
 
-def _schedule(tc, steps_per_epoch: int):
-    warmup = max(1, round(tc.warmup_epochs * steps_per_epoch))
-    total = tc.epochs * steps_per_epoch
+def load_checkpoint(path: str | Path):
+    """Rebuild the model of a ``best.pt``/``last.pt``: returns (task class, config, model, ckpt)."""
+    from echolite.config import from_dict
+    from echolite.tasks import task_class
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if tc.schedule == "step":
-            return 0.1 ** (step // (tc.step_epochs * steps_per_epoch))
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    path = Path(path)
+    if not path.is_file():
+        raise EcholiteError(f"{path}: checkpoint not found (run `echolite train` first)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = from_dict(ckpt["config"])
+    cls = task_class(cfg.task)
+    model = cls.build_model(cfg, ckpt["stats"])
+    model.load_state_dict(ckpt["model"])
+    return cls, cfg, model.eval(), ckpt
 
-    return factor
+
+def finetuner(task, device: torch.device):
+    """The task's loop as the compression engine's ``finetune(module, epochs, lr, ...)`` callback."""
+
+    def finetune(module: torch.nn.Module, epochs: int, lr: float, on_epoch=None, max_items: int = 0,
+                 keep_best: bool = True, warmup_epochs: float = 0.0) -> list[dict]:
+        module.to(device)
+        result = fit(task, module, Schedule(lr, epochs, warmup_epochs, "cosine"), device,
+                     max_items=max_items, on_epoch=on_epoch, keep_best=keep_best,
+                     score_start=keep_best, desc="fine-tune")
+        module.cpu()
+        return result.history
+
+    return finetune
+

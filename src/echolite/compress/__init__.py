@@ -1,14 +1,23 @@
-"""Compression engine (task-agnostic): one config dataclass per method, one verb.
+"""Compression engine (task-agnostic): steps as config types, recipes as chains of steps.
 
-    from echolite.compress import compress, StaticPTQConfig
-    variant = compress(model, StaticPTQConfig(observer="histogram"), ctx)
+    from echolite.compress import apply, StaticPTQConfig
+    stage = apply(StaticPTQConfig(observer="histogram"), stage, ctx)
 
-Importing this package imports no heavy backend; each handler imports its library on use.
+Importing this package registers every step; each handler imports its backend library on use.
 """
 
-from echolite.compress.base import CompressionError, Context, Variant, compress, register
-from echolite.compress.onnxrt import OnnxFP32Config, OrtStaticConfig
-from echolite.compress.pt2e import DynamicPTQConfig, QATConfig, StaticPTQConfig
+from echolite.compress.base import (
+    CompressionError,
+    Context,
+    Stage,
+    StepConfig,
+    apply,
+    register,
+    step_types,
+)
+from echolite.compress.onnxrt import OnnxRuntimeConfig, OrtStaticConfig
+from echolite.compress.pt2e import CompileConfig, DynamicPTQConfig, QATConfig, StaticPTQConfig
 
-__all__ = ["CompressionError", "Context", "Variant", "compress", "register", "OnnxFP32Config",
-           "OrtStaticConfig", "DynamicPTQConfig", "QATConfig", "StaticPTQConfig"]
+__all__ = ["CompressionError", "Context", "Stage", "StepConfig", "apply", "register", "step_types",
+           "OnnxRuntimeConfig", "OrtStaticConfig", "CompileConfig", "DynamicPTQConfig", "QATConfig",
+           "StaticPTQConfig"]

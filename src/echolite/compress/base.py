@@ -1,20 +1,34 @@
-"""The compression engine's vocabulary: a config type per method, one verb, one result type.
+"""The compression engine's vocabulary: steps (config types), the stage they pass on, one verb.
 
-    variant = compress(model, StaticPTQConfig(observer="histogram"), ctx)
+    stage = apply(StaticPTQConfig(observer="histogram"), stage, ctx)
 
-Nothing here knows about echocardiograms or EF: a task supplies a float model, an example input,
-calibration batches and (for QAT) a fine-tuning callback through :class:`Context`.
+A *step* is a frozen dataclass registered with :func:`register`; its handler takes the previous
+:class:`Stage` (a PyTorch module and how it runs) and returns the next one, writing its files
+into ``ctx.work_dir``. A *recipe* (see :mod:`echolite.compress.recipes`) is a named chain of steps.
+
+Each step type declares what it consumes and produces, so a chain is type-checked when the
+config loads: ``float`` (an fp32 PyTorch module), ``quantized`` (an int8 PyTorch program) or
+``runtime`` (a deployed runtime, e.g. an ONNX Runtime session: nothing can follow it).
+
+Nothing here knows which task it serves: a task supplies an example input, calibration batches,
+a fine-tuning loop and a scoring function through :class:`Context`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
 from echolite import EcholiteError
+
+FLOAT, QUANTIZED, RUNTIME = "float", "quantized", "runtime"
+STAGE_FILE = "stage.json"
 
 
 class CompressionError(EcholiteError):
@@ -28,48 +42,121 @@ class Context:
     Attributes:
         example_input: one batch (batch size 1) with the deployment shape, for export and timing.
         calibration: callable returning an iterable of input batches (fresh iterator each call).
-        work_dir: where artifacts are written.
-        finetune: ``finetune(module, epochs, lr, on_epoch)`` trains a (fake-quantized) module in
-            place on the task's data, calling ``on_epoch(epoch)`` before each epoch; QAT only.
+        work_dir: where the running step writes its files.
+        input_name: the graph input's name in exported files (the task's, e.g. "images").
         threads: intra-op threads every runtime is pinned to.
-        calibration_key: names the calibration set, for caches of calibration results.
+        calibration_key: digest of the calibration batches (keys calibration caches).
+        data_key: digest of everything data-dependent steps read (keys their outputs).
+        finetune: ``finetune(module, epochs, lr, on_epoch=None, max_items=0) -> history``: the
+            task's training loop, run in place on ``module`` (QAT, fine-tuning after pruning).
+        score: ``score(predict_fn, n) -> float``: the task's primary metric on ``n`` fixed VAL
+            items (accuracy-aware searches); ``higher_is_better`` says which way is better.
+        model_factory: a fresh module of the task's architecture (weights come from files).
+        store: the run's keyed store, for sub-artifacts shared by steps (exports, ranges).
     """
 
     example_input: torch.Tensor
     calibration: Callable[[], Iterable[torch.Tensor]]
     work_dir: Path
-    finetune: Callable[..., None] | None = None
+    input_name: str = "input"
     threads: int = 2
     calibration_key: str = "default"
+    data_key: str = "default"
+    finetune: Callable[..., list] | None = None
+    score: Callable[[Callable], float] | None = None
+    higher_is_better: bool = False
+    model_factory: Callable[[], torch.nn.Module] | None = None
+    store: object | None = None
 
 
 @dataclass
-class Variant:
-    """A runnable, measured-to-be model variant.
+class Stage:
+    """A model part-way through a recipe and how it runs.
 
     Attributes:
-        predict: float input batch -> output tensor (CPU), for accuracy and latency.
-        artifacts: deployable files by kind ("state_dict", "pt2", "onnx"); sizes are measured on them.
-        details: what actually ran: backend, engine, observer, quantized-op counts, timings.
-        reference: the PyTorch module of this variant (e.g. the eager Q/DQ graph of an int8
-            model), against which other runtimes of the same variant are checked for parity.
+        module: the PyTorch module after the steps so far (None after a runtime step).
+        precision: what the arithmetic is, e.g. "fp32", "int8", "int8 (Linear only)".
+        runtime: how it runs: "pytorch-eager", "torch.compile-inductor", "onnxruntime-cpu".
+        artifacts: files of this stage by format ("state_dict", "pt2", "onnx", ...); the first
+            one is the file the runtime loads, the others are extra deployables.
+        details: one dict per applied step: what actually ran.
+        methods: the method label of every applied step (e.g. ["structured-prune", "finetune"]).
     """
 
-    name: str
-    method: str
-    precision: str
-    backend: str
-    predict: Callable[[torch.Tensor], torch.Tensor]
+    module: torch.nn.Module | None
+    precision: str = "fp32"
+    runtime: str = "pytorch-eager"
     artifacts: dict[str, Path] = field(default_factory=dict)
-    details: dict = field(default_factory=dict)
-    reference: torch.nn.Module | None = None
+    details: list[dict] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)
+
+    def then(self, method: str, details: dict, **changes) -> Stage:
+        """The next stage: same fields unless changed, with one more step recorded."""
+        return dataclasses.replace(self, details=[*self.details, {"method": method, **details}],
+                                   methods=[*self.methods, method], **changes)
+
+    @property
+    def method(self) -> str:
+        return " → ".join(self.methods) or "baseline"
+
+    def save(self, folder: Path) -> None:
+        """Write ``stage.json`` (artifacts relative to ``folder``, where they must lie)."""
+        arts = {}
+        for kind, path in self.artifacts.items():
+            path = Path(path)
+            if path.parent.resolve() != folder.resolve():
+                raise CompressionError(f"artifact {path} is not inside the stage folder {folder}")
+            arts[kind] = path.name
+        record = {"precision": self.precision, "runtime": self.runtime, "artifacts": arts,
+                  "details": self.details, "methods": self.methods}
+        (folder / STAGE_FILE).write_text(json.dumps(record, indent=1, default=str))
+
+    @classmethod
+    def load(cls, folder: Path, module: torch.nn.Module | None = None) -> Stage:
+        record = json.loads((folder / STAGE_FILE).read_text())
+        return cls(module=module, precision=record["precision"], runtime=record["runtime"],
+                   artifacts={k: folder / v for k, v in record["artifacts"].items()},
+                   details=record["details"], methods=record["methods"])
+
+
+class StepConfig:
+    """Base of every step config (a frozen dataclass). Class attributes describe the step type.
+
+    Attributes:
+        key: its name in YAML recipes (``static_ptq``).
+        method: the label of its rows' method column.
+        family: quantization | pruning | training | runtime (groups rows in the report).
+        consumes: FLOAT or QUANTIZED ("any PyTorch module").
+        produces: FLOAT, QUANTIZED or RUNTIME (nothing may follow a RUNTIME step).
+        uses_data: whether its output depends on the task's data (calibration, fine-tuning).
+    """
+
+    key: ClassVar[str]
+    method: ClassVar[str]
+    family: ClassVar[str]
+    consumes: ClassVar[str] = FLOAT
+    produces: ClassVar[str] = FLOAT
+    uses_data: ClassVar[bool] = True
+
+    def label(self) -> str:
+        """``key(field=value, ...)`` with the non-default fields: how a step shows in logs."""
+        changed = [f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
+                   if getattr(self, f.name) != f.default
+                   and not (f.default_factory is not dataclasses.MISSING
+                            and getattr(self, f.name) == f.default_factory())]
+        return f"{self.key}({', '.join(changed)})"
+
+    def as_dict(self) -> dict:
+        return {"step": self.key, **dataclasses.asdict(self)}
 
 
 _HANDLERS: dict[type, Callable] = {}
 
 
 def register(config_type: type):
-    """Class decorator / function decorator mapping a config dataclass to its handler."""
+    """Decorator mapping a step config type (a StepConfig dataclass) to its handler."""
+    if not (dataclasses.is_dataclass(config_type) and issubclass(config_type, StepConfig)):
+        raise TypeError(f"{config_type.__name__} must be a StepConfig dataclass")
 
     def wrap(fn):
         _HANDLERS[config_type] = fn
@@ -78,10 +165,44 @@ def register(config_type: type):
     return wrap
 
 
-def compress(model: torch.nn.Module, config, ctx: Context) -> Variant:
-    """Apply the method described by ``config`` to a copy of ``model``; returns the variant."""
+def step_types() -> dict[str, type]:
+    """Every registered step type by its YAML key."""
+    import echolite.compress  # noqa: F401 - importing the package registers every handler
+
+    return {t.key: t for t in _HANDLERS}
+
+
+def apply(config: StepConfig, stage: Stage, ctx: Context) -> Stage:
+    """Apply one step to ``stage``; its files go to ``ctx.work_dir``."""
     handler = _HANDLERS.get(type(config))
     if handler is None:
-        raise EcholiteError(f"no compression method registered for {type(config).__name__}")
+        raise EcholiteError(f"no compression step registered for {type(config).__name__}")
+    want = config.consumes
+    have = FLOAT if stage.precision == "fp32" and stage.module is not None else \
+        (QUANTIZED if stage.module is not None else RUNTIME)
+    if have == RUNTIME or (want == FLOAT and have != FLOAT):
+        raise CompressionError(f"{config.key} needs a {want} PyTorch module, got a {have} stage")
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
-    return handler(model, config, ctx)
+    return handler(stage, config, ctx)
+
+
+def link_or_copy(src: Path, folder: Path) -> Path:
+    """Place ``src`` in ``folder`` (hard link, else copy): stages keep their files together."""
+    import os
+    import shutil
+
+    dst = Path(folder) / Path(src).name
+    if dst.exists() and dst.samefile(src):
+        return dst
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst
+
+
+def save_weights(module: torch.nn.Module, folder: Path) -> Path:
+    """A float stage's file: its state dict (``torch.load(weights_only=True)`` safe)."""
+    path = Path(folder) / "model.state_dict.pt"
+    torch.save({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, path)
+    return path

@@ -1,9 +1,16 @@
-"""ONNX export and ONNX Runtime (CPU) sessions: FP32, static QDQ INT8, and PT2E INT8 exported.
+"""ONNX export and ONNX Runtime (CPU): FP32 sessions, static QDQ INT8, and exported PT2E graphs.
 
 INT8 here is QDQ with unsigned 8-bit activations and signed per-channel 8-bit weights (U8S8),
 the combination ONNX Runtime's x86 kernels (VNNI) run fast. At session creation ORT fuses
 DequantizeLinear -> Conv -> QuantizeLinear into QLinearConv etc.; we count those fused ops in the
-optimized graph ORT itself writes out, so "quantized" means what the runtime really executes.
+optimized graph ORT itself writes out, so "int8" means what the runtime really executes.
+
+Two steps:
+  * ``onnxruntime``: export the stage's module (float, or a PT2E int8 program) and run it in ORT.
+    A PT2E program exported this way keeps some convs in float; its precision says how many.
+  * ``ort_static``: ORT's own static QDQ quantization of the float module, optionally
+    accuracy-aware: per-layer sensitivity on a VAL subset, then the most sensitive layers kept
+    in float until the task's score is within a tolerance of FP32.
 """
 
 from __future__ import annotations
@@ -14,59 +21,110 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from echolite.compress.base import CompressionError, Context, Variant, register
+from echolite.compress.base import (
+    FLOAT,
+    QUANTIZED,
+    RUNTIME,
+    CompressionError,
+    Context,
+    Stage,
+    StepConfig,
+    link_or_copy,
+    register,
+)
 
 log = logging.getLogger(__name__)
 
+ORT = "onnxruntime-cpu"
 CALIBRATORS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 INT8_KERNELS = ("QLinearConv", "QLinearAdd", "QLinearMatMul", "QGemm", "QLinearGlobalAveragePool",
                 "ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul", "QLinearConcat")
+WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
 
 
-@dataclass
-class OnnxFP32Config:
-    """The FP32 model exported to ONNX, run by ONNX Runtime (a deploy-runtime FP32 baseline)."""
+@dataclass(frozen=True)
+class OnnxRuntimeConfig(StepConfig):
+    """Export the module to ONNX and run it with ONNX Runtime's CPU provider."""
 
-    name: str = "fp32-onnxruntime"
+    key: ClassVar[str] = "onnxruntime"
+    method: ClassVar[str] = "onnx-export"
+    family: ClassVar[str] = "runtime"
+    consumes: ClassVar[str] = QUANTIZED  # any PyTorch module: float or a PT2E int8 program
+    produces: ClassVar[str] = RUNTIME
+    uses_data: ClassVar[bool] = False
 
 
-@dataclass
-class OrtStaticConfig:
+@dataclass(frozen=True)
+class OrtStaticConfig(StepConfig):
     """ONNX Runtime static QDQ quantization (quantize_static), U8S8.
 
     Attributes:
         calibrator: minmax | entropy | percentile (ORT's CalibrationMethod).
         per_channel: per-output-channel weight scales.
-        exclude: ONNX node names kept in float (accuracy-aware fallback).
+        exclude: module names (``backbone.layer3.1.conv2``) kept in float.
+        fallback: accuracy-aware: measure every layer's sensitivity on ``sensitivity_items`` VAL
+            items and keep the most sensitive ones in float until the score is within
+            ``max_rel_delta`` of FP32 (at most ``max_layers``).
     """
 
-    name: str = "static-int8-ort"
+    key: ClassVar[str] = "ort_static"
+    method: ClassVar[str] = "ort-qdq"
+    family: ClassVar[str] = "quantization"
+    consumes: ClassVar[str] = FLOAT
+    produces: ClassVar[str] = RUNTIME
+
     calibrator: str = "minmax"
     per_channel: bool = True
     exclude: tuple[str, ...] = ()
+    fallback: bool = False
+    max_rel_delta: float = 0.03
+    max_layers: int = 4
+    sensitivity_items: int = 48
 
     def __post_init__(self):
         if self.calibrator not in CALIBRATORS:
             raise ValueError(f"calibrator must be one of {tuple(CALIBRATORS)}, but got {self.calibrator!r}")
-        self.exclude = tuple(self.exclude)
+        if self.max_rel_delta < 0 or self.max_layers < 0 or self.sensitivity_items < 1:
+            raise ValueError("max_rel_delta and max_layers must be >= 0, sensitivity_items >= 1")
+        object.__setattr__(self, "exclude", tuple(self.exclude))
 
 
-def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
+# --- export and sessions --------------------------------------------------------------------------
+def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, input_name: str = "input") -> Path:
     """Export with a dynamic batch dimension (TorchDynamo-based exporter); weights in one file."""
     batch = torch.export.Dim("batch", min=1, max=1024)
     pair = torch.cat([example[:1], example[:1]])  # batch 1 would specialise the dimension
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(model, (pair,), dynamo=True, verbose=False,
-                                    dynamic_shapes=({0: batch},), input_names=["clips"],
+                                    dynamic_shapes=({0: batch},), input_names=[input_name],
                                     output_names=["output"])
     program.save(str(path), external_data=False)
     return path
+
+
+def float_export(module: nn.Module, ctx: Context) -> Path:
+    """The ONNX export of a float module, shared by every step that needs it (keyed by weights)."""
+    from echolite.cache import package_versions, tensors_digest
+
+    if ctx.store is None:
+        return export_onnx(copy.deepcopy(module).eval(), ctx.example_input, ctx.work_dir / "fp32.onnx",
+                           ctx.input_name)
+    entry = ctx.store.entry("onnx", "fp32 onnx export", {
+        "weights": tensors_digest(module.state_dict()), "input_name": ctx.input_name,
+        "example_shape": list(ctx.example_input.shape), "versions": package_versions()})
+    if not entry.complete:
+        log.info("exporting the float model to ONNX (%s)", entry.describe_miss())
+        with entry.build() as tmp:
+            export_onnx(copy.deepcopy(module).eval(), ctx.example_input, tmp / "model.onnx",
+                        ctx.input_name)
+    return entry.path / "model.onnx"
 
 
 def session(path: Path, threads: int, optimized_path: Path | None = None):
@@ -92,7 +150,18 @@ def op_counts(path: Path) -> dict:
     return dict(Counter(n.op_type for n in model.graph.node))
 
 
-def _runner(sess):
+def runtime_ops(path: Path, threads: int) -> dict:
+    """The ops ORT really runs for ``path`` after its graph optimizations (fusions)."""
+    optimized = path.with_name(path.stem + ".ort-optimized.onnx")
+    try:
+        session(path, threads, optimized)
+        return op_counts(optimized)
+    finally:
+        optimized.unlink(missing_ok=True)
+
+
+def runner(sess):
+    """float tensor in, float tensor out, through an ORT session."""
     name = sess.get_inputs()[0].name
 
     def run(x: torch.Tensor) -> torch.Tensor:
@@ -101,32 +170,31 @@ def _runner(sess):
     return run
 
 
-def ort_variant(path: Path, name: str, method: str, precision: str, ctx: Context,
-                details: dict, reference=None, require_int8: bool = False) -> Variant:
-    """Open ``path`` in ORT, record the ops ORT really runs after fusion, and wrap it."""
+def _ort_details(path: Path, ctx: Context) -> dict:
     import onnxruntime as ort
 
-    optimized = path.with_name(path.stem + ".ort-optimized.onnx")
-    sess = session(path, ctx.threads, optimized)
-    runtime_ops = op_counts(optimized)
-    optimized.unlink(missing_ok=True)
-    int8_ops = {k: v for k, v in runtime_ops.items() if k in INT8_KERNELS}
-    details = {**details, "graph_ops": op_counts(path), "runtime_int8_ops": int8_ops,
-               "runtime_float_convs": runtime_ops.get("Conv", 0) + runtime_ops.get("FusedConv", 0),
-               "versions": {"onnxruntime": ort.__version__}, "threads": ctx.threads,
-               "provider": sess.get_providers()[0]}
-    if require_int8 and int8_ops.get("QLinearConv", 0) == 0:
-        raise CompressionError(f"{name}: ONNX Runtime runs no int8 convolution after fusion "
-                               f"(runtime ops {runtime_ops}); refusing to call it int8")
-    return Variant(name=name, method=method, precision=precision, backend="onnxruntime-cpu",
-                   predict=_runner(sess), artifacts={"onnx": path}, details=details, reference=reference)
+    ops = runtime_ops(path, ctx.threads)
+    int8 = {k: v for k, v in ops.items() if k in INT8_KERNELS}
+    return {"graph_ops": op_counts(path), "runtime_int8_ops": int8,
+            "runtime_float_convs": ops.get("Conv", 0) + ops.get("FusedConv", 0),
+            "versions": {"onnxruntime": ort.__version__}, "provider": "CPUExecutionProvider"}
 
 
-@register(OnnxFP32Config)
-def onnx_fp32(model: nn.Module, cfg: OnnxFP32Config, ctx: Context) -> Variant:
-    path = export_onnx(copy.deepcopy(model).eval(), ctx.example_input, ctx.work_dir / "fp32.onnx")
-    return ort_variant(path, cfg.name, "export", "fp32", ctx, {"exporter": "torch.onnx (dynamo)"},
-                       reference=model)
+# --- steps ------------------------------------------------------------------------------------------
+@register(OnnxRuntimeConfig)
+def onnxruntime_step(stage: Stage, cfg: OnnxRuntimeConfig, ctx: Context) -> Stage:
+    if stage.precision == "fp32":
+        path = link_or_copy(float_export(stage.module, ctx), ctx.work_dir)
+    else:
+        path = export_onnx(stage.module, ctx.example_input, ctx.work_dir / "model.onnx", ctx.input_name)
+    details = {"exporter": "torch.onnx (dynamo)", **_ort_details(path, ctx)}
+    precision = stage.precision
+    if stage.precision != "fp32":
+        n_int8 = details["runtime_int8_ops"].get("QLinearConv", 0)
+        n_all = n_int8 + details["runtime_float_convs"]
+        precision = f"mixed int8/fp32 ({n_int8} of {n_all} convs int8)" if n_int8 < n_all else "int8"
+    return stage.then(cfg.method, details, module=None, precision=precision, runtime=ORT,
+                      artifacts={"onnx": path})
 
 
 class _Reader:
@@ -147,11 +215,11 @@ class _Reader:
         raise NotImplementedError
 
 
-def quantize_ort_static(fp32_path: Path, out_path: Path, cfg: OrtStaticConfig, ctx: Context) -> int | None:
-    """QDQ-quantize ``fp32_path`` into ``out_path``; returns the number of calibration items.
+def quantize_ort_static(prep: Path, out_path: Path, cfg: OrtStaticConfig, ctx: Context,
+                        ranges: Path, exclude_nodes: tuple[str, ...] = ()) -> int | None:
+    """QDQ-quantize ``prep`` into ``out_path``; returns the calibration item count (None: cached).
 
-    Tensor ranges are cached per calibrator in ``ctx.work_dir`` (``ctx.calibration_key`` names the
-    calibration set), so re-quantizing with other excluded nodes skips calibration (returns None).
+    ``ranges`` is the calibration cache (tensor ranges): read if it exists, else written.
     """
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -160,47 +228,150 @@ def quantize_ort_static(fp32_path: Path, out_path: Path, cfg: OrtStaticConfig, c
         QuantType,
         quantize_static,
     )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    prep = fp32_path.with_name(fp32_path.stem + ".prep.onnx")  # shared by every quantization
-    if not prep.exists():
-        quant_pre_process(str(fp32_path), str(prep), skip_symbolic_shape=True)
-    cache = ctx.work_dir / f"ort-calibration-{cfg.calibrator}-{ctx.calibration_key}.json"
-    cached = cache.is_file()
+    cached = ranges.is_file()
     if not cached and next(iter(ctx.calibration()), None) is None:
-        raise CompressionError(f"{cfg.name}: the calibration set is empty")
-    reader = _Reader(ctx, "clips")
+        raise CompressionError(f"{cfg.key}: the calibration set is empty")
+    reader = _Reader(ctx, ctx.input_name)
     CalibrationDataReader.register(_Reader)
-    quantize_static(str(prep), str(out_path), reader, quant_format=QuantFormat.QDQ,
-                    calibration_cache_path=str(cache),
+    quantize_static(str(prep), str(out_path), None if cached else reader, quant_format=QuantFormat.QDQ,
+                    calibration_cache_path=str(ranges),
                     per_channel=cfg.per_channel, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, nodes_to_exclude=list(cfg.exclude),
+                    weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude_nodes),
                     calibrate_method=getattr(CalibrationMethod, CALIBRATORS[cfg.calibrator]),
                     extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
-                                   # int8 compute, float output: an 8-bit regression output
-                                   # would round every prediction to a ~0.3 EF-point grid
+                                   # int8 compute, float output: an 8-bit output of a regression
+                                   # would round every prediction to a coarse grid
                                    "OpTypesToExcludeOutputQuantization": ["Gemm", "MatMul"]})
     return None if cached else reader.count
 
 
-@register(OrtStaticConfig)
-def ort_static(model: nn.Module, cfg: OrtStaticConfig, ctx: Context) -> Variant:
-    fp32 = ctx.work_dir / "fp32.onnx"
-    if not fp32.exists():
-        export_onnx(copy.deepcopy(model).eval(), ctx.example_input, fp32)
-    out = ctx.work_dir / f"{cfg.name}.onnx"
-    n = quantize_ort_static(fp32, out, cfg, ctx)
-    details = {"library": "onnxruntime.quantization.quantize_static", "format": "QDQ",
-               "activations": "uint8 affine", "weights": "int8 symmetric "
-               + ("per-channel" if cfg.per_channel else "per-tensor"), "observer": cfg.calibrator,
-               "calibration_items": n if n is not None else f"cached ({ctx.calibration_key})",
-               "excluded_nodes": list(cfg.exclude), "engine": "x86 (MLAS U8S8)"}
-    return ort_variant(out, cfg.name, "static-ptq", "int8", ctx, details, require_int8=True)
-
-
-def conv_node_names(onnx_path: Path) -> list[str]:
-    """Names of the Conv/Gemm/MatMul nodes of an FP32 ONNX graph (candidates for exclusion)."""
+def weight_layers(onnx_path: Path) -> dict[str, str]:
+    """Module name (from the weight's name, e.g. ``backbone.layer3.1.conv2``) -> ONNX node name,
+    for the Conv/Gemm/MatMul nodes of a float graph."""
     import onnx
 
     model = onnx.load(str(onnx_path), load_external_data=False)
-    return [n.name for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+    inits = {i.name for i in model.graph.initializer}
+    out = {}
+    for node in model.graph.node:
+        if node.op_type not in WEIGHT_OPS:
+            continue
+        weight = next((i for i in node.input[1:] if i in inits and i.endswith(".weight")), None)
+        out[weight[: -len(".weight")] if weight else node.name] = node.name
+    return out
+
+
+def _prepare(fp32: Path, work: Path) -> Path:
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prep = work / "fp32.prep.onnx"
+    quant_pre_process(str(fp32), str(prep), skip_symbolic_shape=True)
+    return prep
+
+
+def _ranges(fp32: Path, cfg: OrtStaticConfig, ctx: Context) -> tuple[Path, object]:
+    """The calibration-ranges file for this export, calibrator and calibration set (keyed)."""
+    from echolite.cache import file_digest, package_versions
+
+    if ctx.store is None:
+        return ctx.work_dir / f"ranges-{cfg.calibrator}.json", None
+    entry = ctx.store.entry("ranges", f"ort ranges {cfg.calibrator}", {
+        "onnx": file_digest(fp32), "calibrator": cfg.calibrator, "calibration": ctx.calibration_key,
+        "versions": package_versions()})
+    return entry.path / "ranges.json", entry
+
+
+@register(OrtStaticConfig)
+def ort_static(stage: Stage, cfg: OrtStaticConfig, ctx: Context) -> Stage:
+    fp32 = float_export(stage.module, ctx)
+    prep = _prepare(fp32, ctx.work_dir)
+    layers = weight_layers(prep)
+    unknown = [m for m in cfg.exclude if m not in layers]
+    if unknown:
+        raise CompressionError(f"{cfg.key}: exclude names no weight layer: {unknown} "
+                               f"(layers: {', '.join(list(layers)[:4])}, ...)")
+    ranges, entry = _ranges(fp32, cfg, ctx)
+    out = ctx.work_dir / "model.onnx"
+    if entry is not None and not entry.complete:
+        log.info("calibrating ONNX Runtime ranges (%s)", entry.describe_miss())
+        with entry.build() as tmp:
+            n = quantize_ort_static(prep, out, cfg, ctx, tmp / "ranges.json")
+    else:
+        n = quantize_ort_static(prep, out, cfg, ctx, ranges)
+    keep = tuple(cfg.exclude)
+    details = {"library": "onnxruntime.quantization.quantize_static", "format": "QDQ",
+               "activations": "uint8 affine", "weights": "int8 symmetric "
+               + ("per-channel" if cfg.per_channel else "per-tensor"), "observer": cfg.calibrator,
+               "calibration_items": n if n is not None else "cached ranges",
+               "engine": "x86 (MLAS U8S8)"}
+    if cfg.fallback:
+        keep, search = _sensitivity_and_fallback(stage, cfg, ctx, prep, ranges, layers, out)
+        details["sensitivity"] = search
+    if keep:
+        quantize_ort_static(prep, out, cfg, ctx, ranges, tuple(layers[m] for m in keep))
+    prep.unlink(missing_ok=True)
+    details["kept_fp32"] = list(keep)
+    details.update(_ort_details(out, ctx))
+    if details["runtime_int8_ops"].get("QLinearConv", 0) == 0 and \
+            any(op == "Conv" for op in details["graph_ops"]) and not keep:
+        raise CompressionError(f"{cfg.key}: ONNX Runtime runs no int8 convolution after fusion "
+                               f"(runtime int8 ops {details['runtime_int8_ops']}); refusing to call it int8")
+    precision = "int8" if not keep else f"int8 ({len(keep)} layer(s) fp32)"
+    return stage.then(cfg.method, details, module=None, precision=precision, runtime=ORT,
+                      artifacts={"onnx": out})
+
+
+def _sensitivity_and_fallback(stage, cfg, ctx, prep, ranges, layers, all_int8: Path):
+    """Per-layer sensitivity on a VAL subset, then the float fallback search.
+
+    Sensitivity of layer L = how much the score improves when only L stays in float. The
+    fallback keeps the most sensitive layers in float, one at a time, until the score is within
+    ``max_rel_delta`` of FP32 (relative, in the better direction) or ``max_layers`` are kept.
+    """
+    if ctx.score is None:
+        raise CompressionError(f"{cfg.key}: the fallback search needs the task's score function")
+    hib = ctx.higher_is_better
+
+    def gain(before: float, after: float) -> float:
+        return after - before if hib else before - after
+
+    def score_file(path: Path) -> float:
+        return ctx.score(runner(session(path, ctx.threads)), cfg.sensitivity_items)
+
+    module = copy.deepcopy(stage.module).eval()
+
+    def fp32_run(x):
+        with torch.no_grad():
+            return module(x)
+
+    fp32 = ctx.score(fp32_run, cfg.sensitivity_items)
+    base = score_file(all_int8)
+    trial = ctx.work_dir / "trial.onnx"
+    sens = []
+    for name, node in layers.items():
+        quantize_ort_static(prep, trial, cfg, ctx, ranges, (node,))
+        s = score_file(trial)
+        sens.append({"layer": name, "score_with_layer_fp32": s, "gain": gain(base, s)})
+    sens.sort(key=lambda r: -r["gain"])
+    bound = fp32 * (1 - cfg.max_rel_delta) if hib else fp32 * (1 + cfg.max_rel_delta)
+
+    def within(s: float) -> bool:
+        return s >= bound if hib else s <= bound
+
+    keep: list[str] = []
+    current = base
+    for r in sens[: cfg.max_layers]:
+        if within(current):
+            break
+        keep.append(r["layer"])
+        quantize_ort_static(prep, trial, cfg, ctx, ranges, tuple(layers[m] for m in keep))
+        current = score_file(trial)
+    trial.unlink(missing_ok=True)
+    search = {"items": cfg.sensitivity_items, "split": "VAL", "fp32_score": fp32,
+              "all_int8_score": base, "bound": bound,
+              "final_score": current, "within_bound": within(current), "layers": sens,
+              "higher_is_better": hib, "max_rel_delta": cfg.max_rel_delta}
+    log.info("fallback: FP32 %.4f, all-int8 %.4f, keeping %s in float -> %.4f", fp32, base,
+             keep or "nothing", current)
+    return tuple(keep), search

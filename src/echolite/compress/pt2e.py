@@ -16,12 +16,23 @@ import logging
 import operator
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from echolite.compress.base import CompressionError, Context, Variant, register
+from echolite.compress.base import (
+    FLOAT,
+    QUANTIZED,
+    RUNTIME,
+    CompressionError,
+    Context,
+    Stage,
+    StepConfig,
+    link_or_copy,
+    register,
+)
 
 log = logging.getLogger(__name__)
 aten = torch.ops.aten
@@ -29,28 +40,51 @@ qd = "quantized_decomposed"
 
 OBSERVERS = ("minmax", "histogram", "percentile")
 ENGINES = ("x86",)  # X86InductorQuantizer (oneDNN, VNNI/AMX); ARM would need an XNNPACK quantizer
+EAGER, INDUCTOR = "pytorch-eager", "torch.compile-inductor"
 
 
-@dataclass
-class DynamicPTQConfig:
+@dataclass(frozen=True)
+class CompileConfig(StepConfig):
+    """Run the float module through torch.compile (Inductor, weight freezing, one whole graph)."""
+
+    key: ClassVar[str] = "compile"
+    method: ClassVar[str] = "compile"
+    family: ClassVar[str] = "runtime"
+    consumes: ClassVar[str] = FLOAT
+    produces: ClassVar[str] = RUNTIME
+    uses_data: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
+class DynamicPTQConfig(StepConfig):
     """Weights int8, activations quantized at run time (torchao), on nn.Linear layers only."""
 
-    name: str = "dynamic-int8"
+    key: ClassVar[str] = "dynamic_ptq"
+    method: ClassVar[str] = "dynamic-ptq"
+    family: ClassVar[str] = "quantization"
+    consumes: ClassVar[str] = FLOAT
+    produces: ClassVar[str] = QUANTIZED
+    uses_data: ClassVar[bool] = False
 
 
-@dataclass
-class StaticPTQConfig:
+@dataclass(frozen=True)
+class StaticPTQConfig(StepConfig):
     """Static INT8 of the whole network (convs, residual adds, linear) via PT2E.
 
     Attributes:
         observer: activation range estimator: minmax, histogram (MSE-optimal, the x86 default)
-            or percentile (clips the top/bottom ``100 - percentile`` %).
+            or percentile (cuts off the top/bottom ``100 - percentile`` %).
         per_channel: per-output-channel weight scales (else one per tensor).
         keep_fp32: module names (e.g. ``backbone.conv1``) left in floating point.
         engine: quantizer/kernel family; ``x86`` (oneDNN).
     """
 
-    name: str = "static-int8"
+    key: ClassVar[str] = "static_ptq"
+    method: ClassVar[str] = "static-ptq"
+    family: ClassVar[str] = "quantization"
+    consumes: ClassVar[str] = FLOAT
+    produces: ClassVar[str] = QUANTIZED
+
     observer: str = "minmax"
     per_channel: bool = True
     percentile: float = 99.99
@@ -64,24 +98,29 @@ class StaticPTQConfig:
             raise ValueError(f"engine must be one of {ENGINES}, but got {self.engine!r}")
         if not 50.0 < self.percentile <= 100.0:
             raise ValueError(f"percentile must be in (50, 100], but got {self.percentile}")
-        self.keep_fp32 = tuple(self.keep_fp32)
+        object.__setattr__(self, "keep_fp32", tuple(self.keep_fp32))
 
 
-@dataclass
-class QATConfig:
+@dataclass(frozen=True)
+class QATConfig(StepConfig):
     """Fake-quant fine-tuning from the FP32 weights, then conversion to the static-INT8 artifact.
 
     Observers keep updating for ``observer_epochs`` and are then frozen; BatchNorm statistics are
     frozen after ``bn_freeze_epochs`` (folded conv+BN is simulated by prepare_qat_pt2e).
     """
 
-    name: str = "qat-int8"
+    key: ClassVar[str] = "qat"
+    method: ClassVar[str] = "qat"
+    family: ClassVar[str] = "quantization"
+    consumes: ClassVar[str] = FLOAT
+    produces: ClassVar[str] = QUANTIZED
+
     epochs: int = 1
     lr: float = 1e-5
     observer_epochs: int = 1
     bn_freeze_epochs: int = 1
+    max_items: int = 0  # TRAIN items per epoch; 0 = all
     engine: str = "x86"
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.epochs < 1 or self.lr <= 0:
@@ -263,7 +302,7 @@ def load_program(path) -> nn.Module:
 
 
 def compile_for_cpu(module: nn.Module):
-    """torch.compile (Inductor) with weight freezing, compiled lazily on the first call.
+    """torch.compile (Inductor, whole graph) with weight freezing, compiled lazily on the first call.
 
     Compilation happens inside the first call, so a latency measurement reports it as the
     first-call time, apart from the steady-state latency.
@@ -271,7 +310,7 @@ def compile_for_cpu(module: nn.Module):
     import torch._inductor.config as inductor_config
 
     register_x86_lowering()
-    compiled = torch.compile(module)
+    compiled = torch.compile(module, fullgraph=True)  # a graph break is an error, not a slow path
 
     def run(x):
         with inductor_config.patch(freezing=True), torch.no_grad():
@@ -286,105 +325,134 @@ def _versions() -> dict:
     return {"torch": torch.__version__, "torchao": torchao.__version__}
 
 
-def _finish_int8(converted, cfg_name, method, ctx: Context, details: dict) -> Variant:
+def _finish_int8(stage: Stage, converted, cfg, ctx: Context, details: dict) -> Stage:
     converted = _drop_unused_attributes(converted)
     counts = count_quantized_ops(converted)
     details = {**details, "quantized_ops": counts, "versions": _versions()}
-    if counts.get("conv_int8", 0) == 0:
-        raise CompressionError(f"{cfg_name}: no convolution was quantized ({counts}); the quantizer "
+    if counts.get("conv_int8", 0) == 0 and counts.get("linear_int8", 0) == 0:
+        raise CompressionError(f"{cfg.key}: nothing was quantized ({counts}); the quantizer "
                                "annotated nothing — refusing to report an fp32 model as int8")
     if counts.get("conv_int8", 0) < counts.get("conv_total", 0) and not details.get("keep_fp32"):
-        raise CompressionError(f"{cfg_name}: only {counts['conv_int8']} of {counts['conv_total']} convs "
+        raise CompressionError(f"{cfg.key}: only {counts['conv_int8']} of {counts['conv_total']} convs "
                                "quantized without keep_fp32")
-    example = ctx.example_input
-    pt2 = ctx.work_dir / f"{cfg_name}.pt2"
-    torch.export.save(export_program(converted, example), pt2)
+    pt2 = ctx.work_dir / "model.pt2"
+    torch.export.save(export_program(converted, ctx.example_input), pt2)
     details["lowering"] = "torch.compile (Inductor, freezing=True) -> oneDNN int8 kernels"
-    return Variant(name=cfg_name, method=method, precision="int8", backend="torch.compile-inductor",
-                   predict=compile_for_cpu(converted), artifacts={"pt2": pt2}, details=details,
-                   reference=converted)
+    return stage.then(cfg.method, details, module=converted, precision="int8", runtime=INDUCTOR,
+                      artifacts={"pt2": pt2})
 
 
-@register(StaticPTQConfig)
-def static_ptq(model: nn.Module, cfg: StaticPTQConfig, ctx: Context) -> Variant:
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    model = copy.deepcopy(model).eval()
-    graph = export_graph(model, ctx.example_input)
-    prepared = prepare_pt2e(graph, _quantizer(
-        quantization_config(cfg.observer, cfg.per_channel, cfg.percentile), cfg.keep_fp32))
+def _calibrate(prepared, ctx: Context, name: str) -> int:
     n = 0
     with torch.no_grad():
         for batch in ctx.calibration():
             prepared(batch)
             n += len(batch)
     if n == 0:
-        raise CompressionError(f"{cfg.name}: the calibration set is empty")
+        raise CompressionError(f"{name}: the calibration set is empty")
+    return n
+
+
+@register(StaticPTQConfig)
+def static_ptq(stage: Stage, cfg: StaticPTQConfig, ctx: Context) -> Stage:
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    model = copy.deepcopy(stage.module).eval()
+    graph = export_graph(model, ctx.example_input)
+    prepared = prepare_pt2e(graph, _quantizer(
+        quantization_config(cfg.observer, cfg.per_channel, cfg.percentile), cfg.keep_fp32))
+    n = _calibrate(prepared, ctx, cfg.key)
     converted = convert_pt2e(prepared)
     details = {"library": "torchao PT2E", "quantizer": "X86InductorQuantizer", "engine": cfg.engine,
                "observer": cfg.observer, "per_channel": cfg.per_channel, "calibration_items": n,
                "keep_fp32": list(cfg.keep_fp32), "activations": "uint8 affine",
                "weights": "int8 symmetric " + ("per-channel" if cfg.per_channel else "per-tensor")}
-    return _finish_int8(converted, cfg.name, "static-ptq", ctx, details)
+    return _finish_int8(stage, converted, cfg, ctx, details)
+
+
+class TrainableProgram(nn.Module):
+    """A PT2E-prepared (exported) graph that a training loop can switch with .train()/.eval().
+
+    Exported graphs ignore ``module.train()``; torchao rewrites their BatchNorm (and dropout)
+    ops instead. With ``bn_frozen`` the graph stays in inference form while training, i.e.
+    BatchNorm running statistics stop updating.
+    """
+
+    def __init__(self, graph: torch.fx.GraphModule):
+        super().__init__()
+        self.graph_module = graph
+        self.bn_frozen = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.graph_module(x)
+
+    def train(self, mode: bool = True):
+        from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+
+        self.training = mode
+        if mode and not self.bn_frozen:
+            move_exported_model_to_train(self.graph_module)
+        else:
+            move_exported_model_to_eval(self.graph_module)
+        return self
 
 
 @register(QATConfig)
-def qat(model: nn.Module, cfg: QATConfig, ctx: Context) -> Variant:
-    from torchao.quantization.pt2e import (
-        disable_observer,
-        move_exported_model_to_eval,
-        move_exported_model_to_train,
-    )
+def qat(stage: Stage, cfg: QATConfig, ctx: Context) -> Stage:
+    from torchao.quantization.pt2e import disable_observer
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
 
     if ctx.finetune is None:
-        raise CompressionError(f"{cfg.name}: QAT needs a fine-tuning callback from the task")
-    model = copy.deepcopy(model).train()
+        raise CompressionError(f"{cfg.key}: QAT needs a fine-tuning loop from the task")
+    model = copy.deepcopy(stage.module).train()
     graph = export_graph(model, ctx.example_input)
     prepared = prepare_qat_pt2e(graph, _quantizer(quantization_config(is_qat=True)))
+    trainable = TrainableProgram(prepared)
 
     def on_epoch(epoch: int) -> None:
-        move_exported_model_to_train(prepared)
         if epoch >= cfg.observer_epochs:
             prepared.apply(disable_observer)  # freeze the quantization ranges
         if epoch >= cfg.bn_freeze_epochs:
-            # an exported graph's BN cannot be switched alone; this rewrites BN (and dropout)
-            # to their inference form, i.e. running statistics stop updating
-            move_exported_model_to_eval(prepared)
+            trainable.bn_frozen = True
+            trainable.train()
 
     t0 = time.perf_counter()
-    ctx.finetune(prepared, cfg.epochs, cfg.lr, on_epoch)
-    move_exported_model_to_eval(prepared)
+    history = ctx.finetune(trainable, cfg.epochs, cfg.lr, on_epoch=on_epoch, max_items=cfg.max_items,
+                           keep_best=False)
+    trainable.eval()
     converted = convert_pt2e(prepared)
     details = {"library": "torchao PT2E", "quantizer": "X86InductorQuantizer (is_qat)",
                "engine": cfg.engine, "observer": "moving-average min-max (fake quant)",
-               "epochs": cfg.epochs, "lr": cfg.lr, "finetune_seconds": round(time.perf_counter() - t0, 1),
+               "epochs": cfg.epochs, "lr": cfg.lr, "history": history,
+               "finetune_seconds": round(time.perf_counter() - t0, 1),
                "activations": "uint8 affine", "weights": "int8 symmetric per-channel"}
-    return _finish_int8(converted, cfg.name, "qat", ctx, details)
+    return _finish_int8(stage, converted, cfg, ctx, details)
 
 
 @register(DynamicPTQConfig)
-def dynamic_ptq(model: nn.Module, cfg: DynamicPTQConfig, ctx: Context) -> Variant:
+def dynamic_ptq(stage: Stage, cfg: DynamicPTQConfig, ctx: Context) -> Stage:
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
-    model = copy.deepcopy(model).eval()
+    model = copy.deepcopy(stage.module).eval()
     quantize_(model, Int8DynamicActivationInt8WeightConfig(),
               filter_fn=lambda m, _: isinstance(m, nn.Linear))
     covered = [n for n, m in model.named_modules()
                if isinstance(m, nn.Linear) and type(m.weight).__name__ != "Parameter"]
     convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
     if not covered:
-        raise CompressionError(f"{cfg.name}: no Linear layer was quantized")
-    path = ctx.work_dir / f"{cfg.name}.state_dict.pt"
-    torch.save(model.state_dict(), path)
+        raise CompressionError(f"{cfg.key}: no Linear layer was quantized")
+    path = ctx.work_dir / "model.pt2"
+    torch.export.save(export_program(model, ctx.example_input), path)
     details = {"library": "torchao quantize_", "config": "Int8DynamicActivationInt8WeightConfig",
                "quantized_ops": {"linear_int8": len(covered), "conv_int8": 0, "conv_total": convs},
                "covered_modules": covered, "versions": _versions()}
+    precision = "int8 (Linear only)" if convs else "int8"
+    return stage.then(cfg.method, details, module=model, precision=precision, runtime=EAGER,
+                      artifacts={"pt2": path})
 
-    def run(x):
-        with torch.no_grad():
-            return model(x)
 
-    return Variant(name=cfg.name, method="dynamic-ptq", precision="int8 (Linear only)",
-                   backend="pytorch-eager", predict=run, artifacts={"state_dict": path},
-                   details=details, reference=model)
+@register(CompileConfig)
+def compile_step(stage: Stage, cfg: CompileConfig, ctx: Context) -> Stage:
+    weights = link_or_copy(stage.artifacts["state_dict"], ctx.work_dir)
+    return stage.then(cfg.method, {"lowering": "torch.compile (Inductor, freezing=True, fullgraph=True)"},
+                      module=None, runtime=INDUCTOR, artifacts={"state_dict": weights})

@@ -159,25 +159,6 @@ def _random_shift(frames: np.ndarray, pad: int, rng: np.random.Generator) -> np.
     return padded[:, i : i + h, j : j + w]
 
 
-class EpochSampler(torch.utils.data.Sampler):
-    """Shuffles indices and attaches a per-item seed; both are functions of (seed, epoch)."""
-
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(self.n)
-        seeds = rng.integers(0, 2**63, self.n)
-        return iter((int(i), int(s)) for i, s in zip(order, seeds))
-
-
 def pixel_stats(dataset: EchoClips, max_videos: int = 64, seed: int = 0) -> tuple[list, list]:
     """Per-channel mean and std (0..255 scale) over evenly sampled frames of up to ``max_videos``."""
     rng = np.random.default_rng(seed)

@@ -18,6 +18,7 @@ each frame), depth attenuation, gain and near-field clutter, then log-like compr
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -31,6 +32,8 @@ import pandas as pd
 from echolite import EcholiteError
 from echolite.data.tracings import N_DISKS
 from echolite.data.video import probe_video, write_video
+
+PHANTOM_VERSION = 1  # bump when the rendering changes: generated folders are named by it
 
 # --- population statistics (EchoNet-Dynamic-like) -------------------------------------------
 EF_LOW_FRACTION = 0.14  # share of the "reduced EF" component of the EF mixture
@@ -342,6 +345,9 @@ def synthesize(out: str | Path, n: int, seed: int = 0, size: int = 112, workers:
                 rows.append((f"{s.file_name}.avi", x1, y1, x2, y2, frame))
     tracings = pd.DataFrame(rows, columns=["FileName", "X1", "Y1", "X2", "Y2", "Frame"])
     _atomic_csv(tracings, out / "VolumeTracings.csv")
+    provenance = {"generator": "echolite phantom", "version": PHANTOM_VERSION, "n": n, "seed": seed,
+                  "size": size, "note": "procedural apical-4-chamber echo phantom; exact EF"}
+    (out / "phantom.json").write_text(json.dumps(provenance, indent=1))
     _atomic_csv(filelist, out / "FileList.csv")
     return out
 

@@ -90,6 +90,10 @@ def validate(root: str | Path, check_videos: bool = True) -> Report:
         add(Problem(str(root / FILELIST), f"missing column(s) {', '.join(missing)}",
                     f"the header must hold {', '.join(FILELIST_COLUMNS)}"))
         return report
+    if df.empty:
+        add(Problem(str(root / FILELIST), "has a header but no rows",
+                    "list one row per video (FileName, EF, ..., Split)"))
+        return report
     if not (root / VIDEOS).is_dir():
         add(Problem(str(root / VIDEOS), "missing folder", "put the .avi files in Videos/"))
         return report
@@ -130,6 +134,12 @@ def validate(root: str | Path, check_videos: bool = True) -> Report:
             if problem:
                 add(Problem(str(video_path(root, name)), problem[0], problem[1], name, i))
 
+    for split in SPLITS:
+        if not (df["Split"] == split).any():
+            add(Problem(str(root / FILELIST), f"no {split} rows (column Split)",
+                        f"assign some videos to {split}: training needs TRAIN and VAL, "
+                        "the report TEST"))
+
     if (root / TRACINGS).is_file():
         header = pd.read_csv(root / TRACINGS, nrows=0).columns
         missing = [c for c in TRACING_COLUMNS if c not in header]
@@ -140,10 +150,20 @@ def validate(root: str | Path, check_videos: bool = True) -> Report:
 
 
 def _check_video(path: Path, declared: int) -> tuple[str, str] | None:
+    """Cheap completeness check (~3 ms a video): the container is whole, the first and the last
+    declared frame decode. Decoding every frame would cost ~100x more."""
     if not path.is_file():
         return "missing", "add the video or drop its FileList row"
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         return "empty file", "re-copy the video or drop its FileList row"
+    with open(path, "rb") as f:
+        head = f.read(12)
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        expected = int.from_bytes(head[4:8], "little") + 8  # RIFF size covers the whole file
+        if size < expected:
+            return (f"cut short: {size} of {expected} bytes present",
+                    "re-copy the video or drop its FileList row")
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
@@ -155,6 +175,11 @@ def _check_video(path: Path, declared: int) -> tuple[str, str] | None:
         if count < declared:
             return (f"has {count} frames, FileList declares {declared}",
                     "correct NumberOfFrames or re-copy the video")
+        cap.set(cv2.CAP_PROP_POS_FRAMES, declared - 1)
+        ok, _ = cap.read()
+        if not ok:
+            return (f"cut short: frame {declared - 1} (the last declared) cannot be decoded",
+                    "re-copy the video or drop its FileList row")
     finally:
         cap.release()
     return None

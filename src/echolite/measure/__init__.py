@@ -1,1 +1,1 @@
-"""Task-agnostic measurement: data throughput, model size, latency (no EF-specific code here)."""
+"""Task-agnostic measurement: data throughput, model size, latency (no task-specific code here)."""

@@ -1,0 +1,267 @@
+"""Recipes: a variant is a named chain of steps, built with cached, shared prefixes.
+
+The one registry of method names. ``compress.methods`` entries are either built-in names (below,
+some with a suffix such as ``static-int8-histogram``) or names defined in ``compress.recipes``::
+
+    compress:
+      methods: [static-int8, my-stack]
+      recipes:
+        my-stack: [{structured_prune: {ratio: 0.5}}, finetune, static_ptq]
+
+Every entry is parsed and type-checked when the config loads (:func:`resolve`): an unknown name,
+suffix, step or field, or a step after a runtime step, is a one-line error naming the entry.
+
+Building (:func:`build`): step k of a recipe is stored under a key made of its parent's key,
+its config and (for data-dependent steps) the data key, so ``structured50-ft`` and
+``structured50-ft-int8`` share their first two steps, built once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from echolite import EcholiteError
+from echolite.compress.base import FLOAT, RUNTIME, Context, Stage, StepConfig, apply, step_types
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    steps: tuple[StepConfig, ...]
+
+    @property
+    def family(self) -> str:
+        """fp32 runtimes | quantization | pruning | stacks (how the report groups rows)."""
+        kinds = {s.family for s in self.steps}
+        if "pruning" in kinds:
+            return "stacks" if "quantization" in kinds else "pruning"
+        return "quantization" if "quantization" in kinds else "fp32 runtimes"
+
+    def describe(self) -> str:
+        return " → ".join(s.label() for s in self.steps)
+
+
+@dataclass(frozen=True)
+class _Builtin:
+    pattern: re.Pattern
+    usage: str
+    make: Callable  # (compress config, **named groups) -> list of steps
+
+
+_BUILTINS: list[_Builtin] = []
+
+
+def builtin(pattern: str, usage: str):
+    """Register a family of built-in recipe names (a full-match regex with named groups)."""
+
+    def wrap(fn):
+        _BUILTINS.append(_Builtin(re.compile(pattern), usage, fn))
+        return fn
+
+    return wrap
+
+
+def known_names() -> str:
+    return ", ".join(b.usage for b in _BUILTINS)
+
+
+# --- built-in recipes ----------------------------------------------------------------------------
+def _steps():
+    return step_types()
+
+
+@builtin(r"fp32-inductor", "fp32-inductor")
+def _fp32_inductor(cc):
+    return [_steps()["compile"]()]
+
+
+@builtin(r"fp32-onnxruntime", "fp32-onnxruntime")
+def _fp32_ort(cc):
+    return [_steps()["onnxruntime"]()]
+
+
+@builtin(r"dynamic-int8", "dynamic-int8")
+def _dynamic(cc):
+    return [_steps()["dynamic_ptq"]()]
+
+
+@builtin(r"static-int8(?:-(?P<observer>minmax|histogram|percentile))?",
+         "static-int8[-minmax|-histogram|-percentile]")
+def _static(cc, observer=None):
+    return [_steps()["static_ptq"](observer=observer or cc.observer, per_channel=cc.per_channel)]
+
+
+@builtin(r"static-int8-onnxruntime", "static-int8-onnxruntime")
+def _static_exported(cc):
+    return [*_static(cc), _steps()["onnxruntime"]()]
+
+
+@builtin(r"static-int8-ort(?:-(?P<calibrator>minmax|entropy|percentile))?",
+         "static-int8-ort[-minmax|-entropy|-percentile]")
+def _ort(cc, calibrator=None):
+    return [_steps()["ort_static"](calibrator=calibrator or cc.ort_calibrator, per_channel=cc.per_channel)]
+
+
+@builtin(r"static-int8-ort-fallback", "static-int8-ort-fallback")
+def _ort_fallback(cc):
+    return [_steps()["ort_static"](calibrator=cc.ort_calibrator, per_channel=cc.per_channel, fallback=True,
+                                   max_rel_delta=cc.fallback_max_rel_delta, max_layers=cc.fallback_max_layers,
+                                   sensitivity_items=cc.sensitivity_items)]
+
+
+@builtin(r"qat-int8", "qat-int8")
+def _qat(cc):
+    return [_steps()["qat"](epochs=cc.qat_epochs, lr=cc.qat_lr, max_items=cc.finetune_items)]
+
+
+# --- parsing -----------------------------------------------------------------------------------
+def parse_steps(name: str, raw) -> tuple[StepConfig, ...]:
+    """A YAML recipe (a list of ``key`` or ``{key: {field: value}}``) as step configs."""
+    types = step_types()
+    if not isinstance(raw, list) or not raw:
+        raise EcholiteError(f"compress.recipes.{name}: expected a non-empty list of steps")
+    steps = []
+    for i, item in enumerate(raw, 1):
+        if isinstance(item, str):
+            key, fields = item, {}
+        elif isinstance(item, dict) and len(item) == 1:
+            key, fields = next(iter(item.items()))
+            fields = fields or {}
+        else:
+            raise EcholiteError(f"compress.recipes.{name} step {i}: expected a step name or "
+                                f"{{name: {{field: value}}}}, got {item!r}")
+        if key not in types:
+            raise EcholiteError(f"compress.recipes.{name} step {i}: unknown step {key!r} "
+                                f"(known: {', '.join(sorted(types))})")
+        steps.append(_make(types[key], fields, f"compress.recipes.{name} step {i} ({key})"))
+    return tuple(steps)
+
+
+def _make(cls: type, fields: dict, where: str) -> StepConfig:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(fields) - names)
+    if unknown:
+        raise EcholiteError(f"{where}: unknown field(s) {', '.join(unknown)} "
+                            f"(known: {', '.join(sorted(names)) or 'none'})")
+    try:
+        return cls(**fields)
+    except (TypeError, ValueError) as err:
+        raise EcholiteError(f"{where}: {err}") from None
+
+
+def check_chain(name: str, steps: tuple[StepConfig, ...]) -> None:
+    """Steps must consume what the previous one produced; nothing may follow a runtime step."""
+    state = FLOAT
+    for i, step in enumerate(steps, 1):
+        if state == RUNTIME:
+            raise EcholiteError(f"compress.methods: {name}: step {i} ({step.key}) follows a runtime "
+                                f"step ({steps[i - 2].key}), which can only be last")
+        if step.consumes == FLOAT and state != FLOAT:
+            raise EcholiteError(f"compress.methods: {name}: step {i} ({step.key}) needs a float "
+                                f"model, but step {i - 1} ({steps[i - 2].key}) quantized it")
+        state = step.produces
+
+
+def parse_method(entry: str, cc) -> Recipe:
+    """One ``compress.methods`` entry -> a validated recipe."""
+    if not isinstance(entry, str) or not entry:
+        raise EcholiteError(f"compress.methods: entries are recipe names, got {entry!r}")
+    if entry in cc.recipes:
+        steps = parse_steps(entry, cc.recipes[entry])
+    else:
+        for b in _BUILTINS:
+            m = b.pattern.fullmatch(entry)
+            if m:
+                steps = tuple(b.make(cc, **{k: v for k, v in m.groupdict().items() if v is not None}))
+                break
+        else:
+            defined = f"; defined in compress.recipes: {', '.join(cc.recipes)}" if cc.recipes else ""
+            raise EcholiteError(f"compress.methods: unknown method {entry!r} (known: {known_names()}"
+                                f"{defined})")
+    check_chain(entry, steps)
+    return Recipe(entry, steps)
+
+
+def resolve(cc) -> list[Recipe]:
+    """Every entry of ``cc.methods`` as a recipe (validated); duplicates are an error."""
+    seen = set()
+    out = []
+    for entry in cc.methods:
+        if entry in seen or entry == "fp32":
+            raise EcholiteError(f"compress.methods: {entry!r} is listed twice (or is the reference row)")
+        seen.add(entry)
+        out.append(parse_method(entry, cc))
+    return out
+
+
+# --- building ----------------------------------------------------------------------------------
+class StepFailed(EcholiteError):
+    """A step of a recipe raised; carries which one."""
+
+    def __init__(self, recipe: str, index: int, step: StepConfig, error: BaseException):
+        self.recipe, self.index, self.step, self.error = recipe, index, step, error
+        first = (str(error).strip().splitlines() or [""])[0]
+        super().__init__(f"step {index} ({step.key}): {type(error).__name__}: {first}")
+
+
+def reference_stage(module, store, ctx: Context) -> tuple[Stage, str]:
+    """The float model every recipe starts from, saved in the store; returns (stage, key)."""
+    from echolite.cache import package_versions, tensors_digest
+    from echolite.compress.base import save_weights
+
+    entry = store.entry("stage", "reference", {"weights": tensors_digest(module.state_dict()),
+                                                "versions": package_versions()})
+    if not entry.complete:
+        log.info("saving the reference model (%s)", entry.describe_miss())
+        with entry.build() as tmp:
+            stage = Stage(module, artifacts={"state_dict": save_weights(module, tmp)})
+            stage.save(tmp)
+    return Stage.load(entry.path, module=module), entry.key
+
+
+def build(recipe: Recipe, base: Stage, base_key: str, ctx: Context, store,
+          reload: Callable[[Stage], object]) -> tuple[Stage, dict]:
+    """Apply the recipe's steps to ``base``, reusing every stored prefix; returns (stage, info).
+
+    ``reload(stage)`` gives the module of a stored stage when a later step must run on it.
+    ``info`` says, per step, whether it was built or reused, its store folder and seconds.
+    """
+    from echolite.cache import package_versions
+
+    stage, parent = base, base_key
+    info = {"steps": []}
+    n = len(recipe.steps)
+    for i, step in enumerate(recipe.steps, 1):
+        inputs = {"parent": parent, "step": step.as_dict(), "versions": package_versions()}
+        if step.uses_data:
+            inputs["data"] = ctx.data_key
+        entry = store.entry("stage", f"{recipe.name}#{i}", inputs)
+        if entry.complete:
+            log.info("%s: step %d/%d %s: reusing %s", recipe.name, i, n, step.label(), entry.path.name)
+            stage = Stage.load(entry.path)
+            info["steps"].append({"step": step.key, "store": entry.path.name, "built": False})
+        else:
+            log.info("%s: step %d/%d %s: building (%s)", recipe.name, i, n, step.label(),
+                     entry.describe_miss())
+            if stage.module is None:
+                stage = dataclasses.replace(stage, module=reload(stage))
+            t0 = time.perf_counter()
+            try:
+                with entry.build() as tmp:
+                    out = apply(step, stage, dataclasses.replace(ctx, work_dir=tmp))
+                    out.save(tmp)
+            except Exception as err:  # noqa: BLE001 - re-raised with the step that failed
+                raise StepFailed(recipe.name, i, step, err) from err
+            stage = Stage.load(entry.path, module=out.module)
+            info["steps"].append({"step": step.key, "store": entry.path.name, "built": True,
+                                  "seconds": round(time.perf_counter() - t0, 1)})
+        parent = entry.key
+    info["store"] = entry.path.name
+    return stage, info

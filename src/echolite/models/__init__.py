@@ -1,0 +1,1 @@
+"""Model architectures, one file per task: ``ef`` (video EF regressor)."""

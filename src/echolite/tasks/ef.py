@@ -1,0 +1,276 @@
+"""Ejection fraction from echocardiogram videos in the EchoNet-Dynamic layout (or the phantom).
+
+Items are clips of ``n_frames`` frames (uint8, (T, 3, H, W)); targets are EF in percent; the model
+is the ResNet-18 EF regressor of :mod:`echolite.models.ef`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from echolite import EcholiteError
+from echolite.cache import bytes_digest, digest
+from echolite.config import EvalConfig
+from echolite.data.echonet import SAMPLINGS, EchoClips, pixel_stats, read_filelist
+from echolite.metrics.regression import auc_below, mae, r2, rmse
+from echolite.tasks.base import Budget, DataRef, EvalSet, Metric, Task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EFDataConfig:
+    root: str | None = None  # dataset root; None = generate the phantom below
+    phantom_n: int = 600  # videos in the generated phantom dataset
+    phantom_seed: int = 0
+    n_frames: int = 8  # frames per clip
+    sampling: str = "window"  # window: frames span window_s seconds; spread: the whole video
+    window_s: float = 1.2  # ~one beat at 50 bpm: 8 frames at every phase, no aliasing with HR
+    size: int = 112  # model input height = width
+    shift_px: int = 0  # training augmentation: random translation (pixels)
+    num_workers: int = 1  # DataLoader worker processes
+    stats_items: int = 64  # TRAIN videos used to estimate pixel mean/std
+    drop_bad_rows: bool = False  # drop rows that fail validation instead of stopping
+
+    def __post_init__(self):
+        if self.sampling not in SAMPLINGS:
+            raise EcholiteError(f"data.sampling must be one of {', '.join(SAMPLINGS)}, but got "
+                                f"{self.sampling!r}")
+        if self.n_frames < 1 or self.size < 16:
+            raise EcholiteError(f"data.n_frames must be >= 1 and data.size >= 16, got "
+                                f"{self.n_frames}, {self.size}")
+
+
+@dataclass
+class EFModelConfig:
+    pooling: str = "meanstd"  # temporal pooling: mean | meanstd (chosen on VAL: see README)
+    pretrained: str | None = None  # local torchvision ResNet-18 state dict; None = random init
+
+
+@dataclass
+class EFEvalConfig(EvalConfig):
+    threshold_ef: float = 50.0  # AUC target: EF below this is "reduced"
+
+
+class EFTask(Task):
+    NAME = "ef"
+    TITLE = "ejection fraction (%) from apical-4-chamber echo videos"
+    INPUT_NAME = "clips"
+    ITEM = "video"
+    METRICS = (Metric("mae", "MAE", "EF points"), Metric("rmse", "RMSE", "EF points"),
+               Metric("r2", "R²", fmt=".3f", higher_is_better=True),
+               Metric("auc", "AUC(EF<50)", fmt=".3f", higher_is_better=True))
+    PRIMARY = "mae"
+    BUDGET = Budget(0.05, relative=True)  # MAE may grow by 5 % of the FP32 MAE
+    EVAL_BATCH = 1  # one video at a time, as at the bedside
+    DataConfig, ModelConfig, EvalConfig = EFDataConfig, EFModelConfig, EFEvalConfig
+
+    def __init__(self, cfg, data: DataRef):
+        super().__init__(cfg, data)
+        self._evalsets: dict = {}
+        train = self.split_rows("TRAIN")["EF"].to_numpy(np.float64)
+        self.ef_mean, self.ef_std = float(train.mean()), float(train.std())
+
+    # --- data ---------------------------------------------------------------------------------
+    @classmethod
+    def prepare(cls, cfg, run_dir: Path) -> DataRef:
+        """Resolve (generating the phantom if needed) and validate the dataset.
+
+        Raises:
+            EcholiteError: validation failed (each problem is logged first).
+        """
+        from echolite.data.phantom import PHANTOM_VERSION, synthesize
+        from echolite.data.validate import drop_bad_rows
+
+        dc = cfg.data
+        if dc.root:
+            root, kind = Path(dc.root), "EchoNet-layout dataset"
+        else:
+            root, kind = phantom_root(cfg, run_dir), f"echolite phantom v{PHANTOM_VERSION}"
+            if not (root / "FileList.csv").is_file():
+                t0 = time.perf_counter()
+                log.info("generating %d phantom videos in %s", dc.phantom_n, root)
+                synthesize(root, dc.phantom_n, dc.phantom_seed, dc.size, workers=2)
+                log.info("phantom written in %.0f s", time.perf_counter() - t0)
+        report = cls.validate(root)
+        for problem in report.problems:
+            log.error("%s", problem)
+        if report.ok:
+            table = read_filelist(root)
+        elif dc.drop_bad_rows and not report.fatal:
+            table = drop_bad_rows(report, run_dir / "dropped_rows.csv")
+            log.warning("%s; dropped them (list in %s)", report.summary(), run_dir / "dropped_rows.csv")
+            empty = [s for s in ("TRAIN", "VAL", "TEST") if not (table["Split"] == s).any()]
+            if empty:
+                raise EcholiteError(f"{root}: no {'/'.join(empty)} rows left after dropping bad rows")
+        else:
+            raise EcholiteError(report.summary() + " (see above; data.drop_bad_rows=true skips bad rows)")
+        key = digest({"root": str(root.resolve()),
+                      "table": bytes_digest([table.to_csv(index=False).encode()])})
+        splits = {s: int((table["Split"] == s).sum()) for s in ("TRAIN", "VAL", "TEST")}
+        return DataRef(root, table, key, {"root": str(root), "kind": kind, "splits": splits})
+
+    @classmethod
+    def validate(cls, root: Path, check_items: bool = True):
+        from echolite.data.validate import validate
+
+        return validate(root, check_videos=check_items)
+
+    def split_rows(self, split: str) -> pd.DataFrame:
+        rows = self.data.table[self.data.table["Split"] == split]
+        if rows.empty:
+            raise EcholiteError(f"the dataset has no {split} videos (FileList.csv column Split)")
+        return rows
+
+    def _clips(self, rows: pd.DataFrame, train: bool) -> EchoClips:
+        d = self.cfg.data
+        return EchoClips(self.data.root, rows, d.n_frames, d.size, d.shift_px if train else 0,
+                         d.sampling, d.window_s)
+
+    # --- model --------------------------------------------------------------------------------
+    @classmethod
+    def build_model(cls, cfg, stats: dict | None = None) -> torch.nn.Module:
+        from echolite.models.ef import EFRegressor
+
+        stats = stats or {"pixel_mean": [0.0] * 3, "pixel_std": [1.0] * 3, "ef_mean": 0.0, "ef_std": 1.0}
+        return EFRegressor(cfg.model.pooling, stats["pixel_mean"], stats["pixel_std"],
+                           stats["ef_mean"], stats["ef_std"])
+
+    @classmethod
+    def model_name(cls, cfg) -> str:
+        return f"resnet18-{cfg.model.pooling}"
+
+    @classmethod
+    def example_shape(cls, cfg) -> tuple[int, ...]:
+        return (cfg.data.n_frames, 3, cfg.data.size, cfg.data.size)
+
+    def init_stats(self) -> dict:
+        mean, std = pixel_stats(self._clips(self.split_rows("TRAIN"), train=False),
+                                self.cfg.data.stats_items, self.cfg.train.seed)
+        return {"pixel_mean": mean, "pixel_std": std, "ef_mean": self.ef_mean, "ef_std": self.ef_std}
+
+    def load_pretrained(self, model: torch.nn.Module, path: str) -> None:
+        from echolite.models.ef import load_pretrained_backbone
+
+        load_pretrained_backbone(model, path)
+
+    # --- training -----------------------------------------------------------------------------
+    def train_dataset(self) -> EchoClips:
+        return self._clips(self.split_rows("TRAIN"), train=True)
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean squared error in units of the TRAIN EF standard deviation."""
+        return (((output - target) / self.ef_std) ** 2).mean()
+
+    # --- compression and evaluation -----------------------------------------------------------
+    def example_input(self) -> torch.Tensor:
+        clip, _ = self._clips(self.split_rows("TEST").iloc[:1], train=False)[0]
+        return clip.unsqueeze(0).float()  # (1, T, 3, H, W)
+
+    def calibration_inputs(self, n: int, split: str) -> list[torch.Tensor]:
+        inputs = self.eval_set(split, limit=n, seed=1).inputs
+        return [x.unsqueeze(0).float() for x in inputs]
+
+    def eval_set(self, split: str, limit: int | None = None, seed: int = 0) -> EvalSet:
+        key = (split, limit, seed)
+        if key not in self._evalsets:
+            rows = self.split_rows(split)
+            if limit:
+                rows = rows.sample(n=min(limit, len(rows)), random_state=seed)
+            loader = DataLoader(self._clips(rows, train=False), batch_size=8, shuffle=False,
+                                num_workers=self.num_workers)
+            clips, efs = [], []
+            for c, e in loader:
+                clips.append(c)
+                efs.append(e)
+            self._evalsets[key] = EvalSet(torch.cat(clips), torch.cat(efs).numpy().astype(np.float64),
+                                          rows["FileName"].tolist(), split)
+        return self._evalsets[key]
+
+    def decode(self, outputs: torch.Tensor) -> np.ndarray:
+        return outputs.reshape(-1).double().numpy()
+
+    def metric_fns(self) -> dict:
+        return {"mae": mae, "rmse": rmse, "r2": r2, "auc": auc_below(self.cfg.eval.threshold_ef)}
+
+    def extra_metrics(self, targets: np.ndarray, pred: np.ndarray) -> dict:
+        return {"mae_predict_train_mean": mae(targets, np.full_like(targets, self.ef_mean))}
+
+    def compare(self, pred: np.ndarray, ref_pred: np.ndarray) -> dict:
+        return {"max_abs_diff": float(np.max(np.abs(pred - ref_pred))), "unit": "EF points"}
+
+    def prediction_table(self, evalset: EvalSet, pred: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame({"FileName": evalset.ids, "EF": evalset.targets, "EF_pred": pred,
+                             "Split": evalset.split})
+
+    def spec(self) -> dict:
+        spec = super().spec()
+        for m in spec["metrics"]:
+            if m["key"] == "auc":
+                m["label"] = f"AUC(EF<{self.cfg.eval.threshold_ef:g})"
+        return spec
+
+    @classmethod
+    def figures(cls, results: dict, run_dir: Path) -> list[str | None]:
+        return [plot_agreement(results, run_dir / "agreement.png")]
+
+
+def plot_agreement(results: dict, path: Path) -> str | None:
+    """Bland–Altman of FP32 vs truth, and every variant's per-video difference from FP32."""
+    from echolite.report import ok_rows, plt
+
+    rows = ok_rows(results)
+    truth = np.asarray(results["measure"]["eval"]["targets"])
+    ref = np.asarray(rows[0]["prediction"])
+    pyplot = plt()
+    fig, (ax1, ax2) = pyplot.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [1, 1.4]})
+    mean, diff = (ref + truth) / 2, ref - truth
+    bias, sd = diff.mean(), diff.std(ddof=1) if len(diff) > 1 else 0.0
+    ax1.scatter(mean, diff, s=10, alpha=0.6, color="black")
+    hi, lo = bias + 1.96 * sd, bias - 1.96 * sd
+    for y, ls, text in ((bias, "-", f"bias {bias:+.2f}"), (hi, "--", f"+1.96 SD {hi:+.2f}"),
+                        (lo, "--", f"−1.96 SD {lo:+.2f}")):
+        ax1.axhline(y, color="C3", ls=ls, lw=1)
+        ax1.annotate(text, (1.0, y), xycoords=("axes fraction", "data"), xytext=(-4, 3),
+                     textcoords="offset points", ha="right", fontsize=8, color="C3")
+    ax1.set_xlabel("mean of FP32 prediction and true EF (%)")
+    ax1.set_ylabel("FP32 prediction − true EF (EF points)")
+    ax1.set_title("Bland–Altman: FP32 baseline vs truth (TEST)", fontsize=10)
+    ax1.grid(alpha=0.3)
+    variants = rows[1:]
+    if variants:
+        deltas = [np.asarray(r["prediction"]) - ref for r in variants]
+        ax2.boxplot(deltas, whis=(0, 100), widths=0.6)
+        for i, d in enumerate(deltas, 1):
+            ax2.scatter(np.full(len(d), i) + np.random.default_rng(i).uniform(-0.18, 0.18, len(d)), d,
+                        s=5, alpha=0.5, color=f"C{i % 10}")
+        ax2.set_xticks(range(1, len(variants) + 1), [r["name"] for r in variants], rotation=35,
+                       ha="right", fontsize=8)
+    ax2.axhline(0, color="black", lw=0.8)
+    ax2.set_ylabel("variant − FP32 prediction (EF points)")
+    ax2.set_title("what each variant changed, per video (box: quartiles; whiskers: min–max)", fontsize=10)
+    ax2.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    pyplot.close(fig)
+    return (f"**{path.name}** — left: agreement of the FP32 model with the true EF as clinicians judge a "
+            f"measurement (bias and 95 % limits of agreement, bias ± 1.96 SD: {bias:+.2f} ± {1.96 * sd:.2f} "
+            f"EF points). Right: for each variant, how far its prediction moved from FP32's on every TEST "
+            f"video; a box hugging 0 means the variant measures EF like the baseline.")
+
+
+def phantom_root(cfg, run_dir: Path) -> Path:
+    """Where the generated phantom of this config lives: shared by runs under the same parent."""
+    from echolite.data.phantom import PHANTOM_VERSION
+
+    d = cfg.data
+    suffix = f"-v{PHANTOM_VERSION}" if PHANTOM_VERSION > 1 else ""
+    return Path(run_dir).parent / f"phantom-n{d.phantom_n}-s{d.phantom_seed}-{d.size}px{suffix}"

@@ -1,0 +1,207 @@
+"""The engine on a task it was never written for (tests/toy_task.py), failures, recipes and reuse."""
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+import torch
+from toy_task import ToyTask
+
+from echolite import EcholiteError
+from echolite.cache import Store
+from echolite.compress import OnnxRuntimeConfig, StaticPTQConfig, apply
+from echolite.compress.base import _HANDLERS, Context, Stage, StepConfig, register
+from echolite.compress.recipes import Recipe, build, reference_stage
+from echolite.compress.runtimes import load_module, open_runner
+from echolite.config import apply_overrides, from_dict
+from echolite.run import run
+from echolite.tasks import TASKS, register_task
+
+ENGINE_SOURCES = ["compress", "measure", "benchmark.py", "report.py", "train.py", "cache.py",
+                  "metrics/bootstrap.py", "tasks/base.py", "run.py"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def toy():
+    register_task("toy", ToyTask)
+    yield
+    TASKS.pop("toy")
+
+
+def toy_config(*sets, recipes=None):
+    cfg = from_dict({"task": "toy", "name": "toy", "compress": {"recipes": recipes or {}}})
+    return apply_overrides(cfg, ["train.epochs=4", "train.lr=0.01", "train.batch_size=16",
+                                 "train.warmup_epochs=0", "eval.n_bootstrap=200",
+                                 "measure.latency_min_runs=3", "measure.latency_min_seconds=0",
+                                 "measure.throughput_batch=4", "compress.calib_items=8",
+                                 "compress.sensitivity_items=8", *sets])
+
+
+def test_engine_sources_contain_no_task_words():
+    root = Path(__import__("echolite").__file__).parent
+    files = [p for s in ENGINE_SOURCES
+             for p in ([root / s] if (root / s).is_file() else (root / s).rglob("*.py"))]
+    assert len(files) > 10
+    for path in files:
+        text = path.read_text()
+        hits = re.findall(r"\b(ef|EF|mae|MAE|clips|echo(?!lite)\w*|ejection)\b", text)
+        assert not hits, (path.name, hits)
+
+
+def test_second_task_runs_through_training_measuring_loop_and_report(tmp_path):
+    cfg = toy_config("compress.methods=[fp32-onnxruntime, static-int8, static-int8-ort-fallback]")
+    results = run(cfg, tmp_path / "run", torch.device("cpu"))
+    rows = {r["name"]: r for r in results["rows"]}
+    assert [r["status"] for r in results["rows"]] == ["ok"] * 4, [r["error"] for r in results["rows"]]
+    fp32 = rows["fp32"]["metrics"]["values"]["accuracy"]
+    assert fp32["value"] >= 0.9 and fp32["ci_low"] <= fp32["value"] <= fp32["ci_high"]
+    assert rows["static-int8"]["details"]["steps"][0]["quantized_ops"]["conv_int8"] == 2
+    assert rows["static-int8"]["details"]["runtime"]["int8_kernels"]["qconv"] == 2  # measured row
+    assert rows["static-int8-ort-fallback"]["details"]["steps"][0]["sensitivity"]["layers"][0]["layer"] \
+        in {"features.0", "features.3", "head"}  # module names, not ONNX node ids
+    onnx = rows["fp32-onnxruntime"]
+    assert onnx["metrics"]["paired_delta"]["accuracy"]["value"] == 0.0
+    assert onnx["details"]["vs_reference"]["agreement"] == 1.0
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "accuracy" in report and "image" in report and "MAE" not in report
+    assert results["task"]["name"] == "toy" and results["measure"]["eval"]["n"] == 30
+    assert {p.name for p in (tmp_path / "run").glob("*.png")} == {"pareto.png", "sensitivity.png"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExplodeConfig(StepConfig):
+    key: ClassVar[str] = "explode"
+    method: ClassVar[str] = "explode"
+    family: ClassVar[str] = "quantization"
+
+
+@pytest.fixture
+def explode():
+    @register(ExplodeConfig)
+    def _explode(stage, cfg, ctx):
+        raise RuntimeError("boom in the step")
+
+    yield
+    _HANDLERS.pop(ExplodeConfig)
+
+
+def test_a_failing_step_is_a_failed_row_the_run_continues_and_it_is_retried(tmp_path, explode, caplog):
+    cfg = toy_config("compress.methods=[bad, static-int8]", recipes={"bad": ["explode"]})
+    results = run(cfg, tmp_path / "run", torch.device("cpu"))
+    bad, good = results["rows"][1:]
+    assert (bad["name"], bad["status"], bad["phase"]) == ("bad", "failed", "build")
+    assert bad["error"].startswith("step 1 (explode): RuntimeError: boom in the step")
+    assert good["status"] == "ok"
+    assert "`bad` (build): step 1 (explode)" in (tmp_path / "run" / "report.md").read_text()
+    caplog.clear()
+    run(cfg, tmp_path / "run", torch.device("cpu"))  # the failure is not cached: it is retried
+    assert "bad: step 1/1 explode(): building" in caplog.text
+    assert "static-int8: step 1/1 static_ptq(): reusing" in caplog.text
+
+
+def test_failure_handler_cannot_raise():
+    from echolite.benchmark import failed_row
+
+    class Nasty(Exception):
+        def __str__(self):
+            raise ValueError("str() itself fails")
+
+    row = failed_row("x", "quantization", Nasty(), "build")
+    assert row["status"] == "failed" and row["error"] == "Nasty"
+
+
+def _toy_context(tmp_path, task):
+    calib = task.calibration_inputs(8, "TRAIN")
+    return Context(example_input=task.example_input(), calibration=lambda: iter(calib),
+                   work_dir=tmp_path, input_name="images", model_factory=lambda: task.build_model(task.cfg),
+                   store=Store(tmp_path / "store"), threads=2)
+
+
+def test_a_recipe_of_two_steps_equals_the_steps_by_hand_and_shares_its_prefix(tmp_path):
+    cfg = toy_config()
+    task = ToyTask(cfg, ToyTask.prepare(cfg, tmp_path))
+    torch.manual_seed(0)
+    model = task.build_model(cfg).eval()
+    ctx = _toy_context(tmp_path, task)
+    store = ctx.store
+    base, key = reference_stage(model, store, ctx)
+
+    def reload(stage):
+        return load_module(stage, ctx.model_factory)
+
+    one = Recipe("int8", (StaticPTQConfig(),))
+    two = Recipe("int8-ort", (StaticPTQConfig(), OnnxRuntimeConfig()))
+    built_one, info_one = build(one, base, key, ctx, store, reload)
+    built_two, info_two = build(two, base, key, ctx, store, reload)
+    assert [s["built"] for s in info_two["steps"]] == [False, True]  # step 1 reused from `int8`
+    assert info_two["steps"][0]["store"] == info_one["store"]
+
+    by_hand_dir = tmp_path / "by_hand"
+    s1 = apply(StaticPTQConfig(), Stage(model), dataclasses.replace(ctx, work_dir=by_hand_dir / "1"))
+    s2 = apply(OnnxRuntimeConfig(), s1, dataclasses.replace(ctx, work_dir=by_hand_dir / "2"))
+    x = task.eval_set("TEST").inputs.float()
+    a = open_runner(built_two, ctx.model_factory, 2)(x)
+    b = open_runner(s2, ctx.model_factory, 2)(x)
+    assert torch.equal(a, b) and built_two.precision == s2.precision == "int8"
+    assert built_two.methods == ["static-ptq", "onnx-export"]
+
+
+def test_other_data_rebuilds_baseline_exports_calibration_and_rows(tmp_path, caplog):
+    out = tmp_path / "run"
+    methods = "compress.methods=[static-int8-ort]"
+    first = run(toy_config(methods), out, torch.device("cpu"))
+    caplog.clear()
+    second = run(toy_config(methods, "data.seed=7"), out, torch.device("cpu"))
+    assert re.search(r"baseline: training into \S+ \(changed: .*data_key", caplog.text)
+    assert "exporting the float model to ONNX" in caplog.text
+    assert "calibrating ONNX Runtime ranges" in caplog.text
+    store = tmp_path / "store"  # shared by the run folders beside each other
+    for kind in ("baseline", "onnx", "ranges"):
+        assert len(list(store.glob(f"{kind}-*"))) == 2, kind  # rebuilt, the first kept
+    assert first["rows"][1]["store"] != second["rows"][1]["store"]
+    assert first["run"]["data"]["key"] != second["run"]["data"]["key"]
+    caplog.clear()
+    run(toy_config(methods), out, torch.device("cpu"))  # back to the first data: all reused
+    assert "baseline: reusing" in caplog.text and "building" not in caplog.text
+
+
+@pytest.mark.parametrize("methods, message", [
+    (["static-int8-minmaxx"], "unknown method 'static-int8-minmaxx' (known: fp32-inductor"),
+    (["statik-int8"], "unknown method 'statik-int8'"),
+    (["static-int8", "static-int8"], "listed twice"),
+    (["mine"], "compress.methods: mine: step 2 (static_ptq) follows a runtime step (onnxruntime)"),
+    (["typo"], "step 1: unknown step 'static_ptqq' (known:"),
+    (["badfield"], "step 1 (static_ptq): unknown field(s) observr"),
+    (["badvalue"], "observer must be one of"),
+    (["twice"], "needs a float model, but step 1 (static_ptq) quantized it"),
+])
+def test_every_method_entry_is_validated_when_the_config_loads(methods, message):
+    raw = {"task": "toy", "compress": {"methods": methods, "recipes": {
+        "mine": ["onnxruntime", "static_ptq"], "typo": ["static_ptqq"],
+        "badfield": [{"static_ptq": {"observr": "minmax"}}],
+        "badvalue": [{"static_ptq": {"observer": "max"}}], "twice": ["static_ptq", "qat"]}}}
+    with pytest.raises(EcholiteError, match=re.escape(message)):
+        from_dict(raw)
+
+
+def test_yaml_recipes_parse_with_fields():
+    raw = {"task": "toy", "compress": {"methods": ["mine"], "recipes": {
+        "mine": [{"static_ptq": {"observer": "histogram", "keep_fp32": ["head"]}}, "onnxruntime"]}}}
+    (recipe,) = from_dict(raw).recipes()
+    assert recipe.steps == (StaticPTQConfig(observer="histogram", keep_fp32=("head",)), OnnxRuntimeConfig())
+    assert recipe.family == "quantization"
+
+
+def test_results_json_is_plain_json_and_report_regenerates(tmp_path):
+    from echolite.report import write_report
+
+    run(toy_config("compress.methods=[static-int8]"), tmp_path / "run", torch.device("cpu"))
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    (tmp_path / "run" / "report.md").unlink()
+    write_report(tmp_path / "run")
+    assert "static-int8" in (tmp_path / "run" / "report.md").read_text()
+    assert np.isfinite(results["rows"][1]["latency_ms"]["p50"])
