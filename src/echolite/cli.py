@@ -94,9 +94,10 @@ def cmd_validate(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from echolite.runtime import resolve_amp, resolve_device
+    from echolite.run import store_for
+    from echolite.runtime import resolve_device
     from echolite.tasks import task_class
-    from echolite.train import train_baseline
+    from echolite.train import train_baseline, training_precision
 
     cfg = _config(args)
     out = Path(args.out)
@@ -104,7 +105,7 @@ def cmd_train(args) -> int:
     cls = task_class(cfg.task)
     task = cls(cfg, cls.prepare(cfg, out))
     device = resolve_device(cfg.train.device)
-    amp, note = resolve_amp(device, cfg.train.amp)
+    amp, note = training_precision(cfg, device, store_for(out))
     log.info("training precision: %s", note)
     best = train_baseline(task, out, device, amp)
     print(f"best checkpoint: {best}")

@@ -30,10 +30,10 @@ from echolite.benchmark import measure_all
 from echolite.cache import Store
 from echolite.config import RunConfig, save_config
 from echolite.report import SCHEMA, write_report
-from echolite.runtime import atomic_write_json, atomic_write_text, environment, resolve_amp
+from echolite.runtime import atomic_write_json, atomic_write_text, environment
 from echolite.tasks import task_class
 from echolite.tasks.base import EvalSet
-from echolite.train import BEST, baseline_fingerprint, load_checkpoint, train_baseline
+from echolite.train import BEST, baseline_fingerprint, load_checkpoint, train_baseline, training_precision
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,9 @@ def run(cfg: RunConfig, out: str | Path, device: torch.device) -> dict:
     env = environment()
     atomic_write_json(out / "environment.json", env)
     task = cls(cfg, data)
-    amp, amp_note = resolve_amp(device, cfg.train.amp)
     store = store_for(out)
+    amp, amp_note = training_precision(cfg, device, store)
+    log.info("training precision: %s", amp_note)
 
     best = baseline(task, store, device, amp)
     _, _, model, ckpt = load_checkpoint(best)

@@ -186,6 +186,37 @@ def _set_rng(rng: dict) -> None:
 
 
 # --- the baseline ------------------------------------------------------------------------------
+def training_precision(cfg, device: torch.device, store=None) -> tuple[torch.dtype | None, str]:
+    """``train.amp`` resolved for this device (see runtime.resolve_amp). When ``auto`` must time
+    a training step to decide, the timing is made once per CPU, torch version, model and batch
+    and kept in the store, so a rerun decides the same way (and reuses its baseline)."""
+    import json
+
+    from echolite.cache import package_versions
+    from echolite.measure.training import training_step_seconds
+    from echolite.runtime import cpu_flags, cpu_name, resolve_amp
+    from echolite.tasks import task_class
+
+    def probe() -> dict:
+        if store is None:
+            return training_step_seconds(cfg, device)
+        cls = task_class(cfg.task)
+        entry = store.entry("amp", "training precision probe", {
+            "cpu": cpu_name(), "flags": sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx"))),
+            "device": device.type, "threads": torch.get_num_threads(), "model": cls.model_name(cfg),
+            "shape": [cfg.train.batch_size, *cls.example_shape(cfg)],
+            "versions": package_versions(("torch",))})
+        if not entry.complete:
+            log.info("timing a training step in fp32 and in bf16 to resolve train.amp=auto (%s)",
+                     entry.describe_miss())
+            seconds = training_step_seconds(cfg, device)
+            with entry.build() as tmp:
+                (tmp / "seconds.json").write_text(json.dumps(seconds))
+        return json.loads((entry.path / "seconds.json").read_text())
+
+    return resolve_amp(device, cfg.train.amp, probe)
+
+
 def baseline_fingerprint(task, amp) -> dict:
     """What a baseline is made from: the data, the model and training settings, the versions."""
     from echolite.cache import package_versions
