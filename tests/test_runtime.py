@@ -16,7 +16,8 @@ CPU = torch.device("cpu")
     ([], "bf16", None, None, "lacks bf16 instructions (requested bf16)"),
     (["avx512_bf16"], "off", None, None, "off"),
 ])
-def test_cpu_training_precision_is_decided_by_measurement(monkeypatch, flags, requested, seconds, dtype, note):
+def test_cpu_training_precision_is_decided_by_measurement(monkeypatch, flags, requested, seconds, dtype,
+                                                         note):
     calls = []
     monkeypatch.setattr(runtime, "cpu_flags", lambda: flags)
     got, text = resolve_amp(CPU, requested, probe=lambda: calls.append(1) or seconds)

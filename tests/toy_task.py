@@ -79,6 +79,7 @@ class ToyTask(Task):
     PRIMARY = "accuracy"
     BUDGET = Budget(0.05, relative=False)
     EVAL_BATCH = 8
+    OUTPUT_LAYERS = ("head",)
     DataConfig, ModelConfig, EvalConfig = ToyData, ToyModel, EvalConfig
 
     @classmethod

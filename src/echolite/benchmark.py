@@ -21,11 +21,12 @@ import torch
 from echolite import EcholiteError
 from echolite.cache import digest, tensors_digest
 from echolite.compress.base import CompressionError, Context, Stage
+from echolite.compress.prune import macs_and_params
 from echolite.compress.pt2e import INDUCTOR
 from echolite.compress.recipes import Recipe, StepFailed, build, reference_stage
 from echolite.compress.runtimes import Runner, load_module, open_runner
 from echolite.measure.latency import time_callable
-from echolite.measure.size import file_bytes
+from echolite.measure.size import compressed_bytes, file_bytes
 from echolite.metrics.bootstrap import resample_indices
 from echolite.runtime import atomic_write_json, cpu_name
 from echolite.tasks.base import predict_outputs
@@ -35,7 +36,7 @@ REFERENCE = "fp32"
 EXAMPLE_FILE = "example_input.pt"
 
 
-def compression_context(task, store, device: torch.device) -> Context:
+def compression_context(task, store, device: torch.device, amp=None) -> Context:
     """What the engine gets from the task: inputs, calibration, the fine-tuning loop, a score."""
     from echolite.train import finetuner
 
@@ -50,10 +51,20 @@ def compression_context(task, store, device: torch.device) -> Context:
                        "finetune_items": cc.finetune_items})
     return Context(example_input=task.example_input(), calibration=lambda: iter(calib),
                    work_dir=store.root, input_name=task.INPUT_NAME, threads=cfg.measure.threads,
-                   calibration_key=calib_key, data_key=data_key, finetune=finetuner(task, device),
+                   calibration_key=calib_key, data_key=data_key, finetune=finetuner(task, device, amp),
                    score=lambda fn, n: task.score_subset(fn, n),
                    higher_is_better=task.metric(task.PRIMARY).higher_is_better,
-                   model_factory=lambda: task.build_model(cfg), store=store)
+                   model_factory=lambda: task.build_model(cfg), store=store,
+                   protected=task.OUTPUT_LAYERS, gradient_batches=lambda n: gradient_batches(task, n))
+
+
+def gradient_batches(task, n: int) -> list:
+    """The first ``n`` TRAIN batches with their targets and the task's loss (for gradient-scored methods)."""
+    dataset = task.train_dataset()
+    size = task.cfg.train.batch_size
+    items = [(i, 0) for i in range(min(len(dataset), n * size))]  # (index, augmentation seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=size, sampler=items, num_workers=0)
+    return [(x.float(), y, task.loss) for x, y in loader]
 
 
 def time_variant(fn, example: torch.Tensor, mc) -> dict:
@@ -104,6 +115,7 @@ def measure(name: str, stage: Stage, runner: Runner, task, evalset, idx, mc, exa
            "metrics": task.score(evalset, pred, idx, ref_pred),
            "prediction": np.round(pred, 4).tolist(),
            "size_bytes": {kind: file_bytes(p) for kind, p in stage.artifacts.items()},
+           "size_compressed_bytes": compressed_bytes(next(iter(stage.artifacts.values()))),
            "latency_ms": latency,
            "details": {"steps": stage.details, "runtime": facts,
                        "measure_seconds": round(time.perf_counter() - t0, 1)}}
@@ -116,14 +128,14 @@ def measure(name: str, stage: Stage, runner: Runner, task, evalset, idx, mc, exa
 
 
 def measure_all(task, model: torch.nn.Module, recipes: list[Recipe], store, run_dir: Path,
-                device: torch.device) -> dict:
+                device: torch.device, amp=None) -> dict:
     """The reference row and one row per recipe; returns the ``measure`` and ``rows`` of results."""
     cfg, mc = task.cfg, task.cfg.measure
     torch.set_num_threads(mc.threads)
     device_label = f"cpu: {cpu_name()}, {mc.threads} threads"
     evalset = task.eval_set(cfg.eval.split)
     idx = resample_indices(len(evalset), cfg.eval.n_bootstrap, cfg.eval.seed)
-    ctx = compression_context(task, store, device)
+    ctx = compression_context(task, store, device, amp)
     example = ctx.example_input
     torch.save(example, run_dir / EXAMPLE_FILE)
     log.info("measuring on %s: %d %s %ss, %d calibration %ss from %s", device_label, len(evalset),
@@ -133,6 +145,7 @@ def measure_all(task, model: torch.nn.Module, recipes: list[Recipe], store, run_
     ref_runner = open_runner(base, ctx.model_factory, mc.threads)
     ref_row, ref_pred = measure(REFERENCE, base, ref_runner, task, evalset, idx, mc, example, None)
     ref_row.update(family="reference", store=base.artifacts["state_dict"].parent.name)
+    ref_row["details"]["complexity"] = macs_and_params(model, example)
     rows = [ref_row]
 
     def reload(stage: Stage):

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 INPUTS = "inputs.json"
 COMPLETE = "COMPLETE"
 VERSIONED = ("echolite", "torch", "torchvision", "torchao", "onnx", "onnxscript", "onnxruntime",
-             "torch-pruning")
+             "openvino", "torch-pruning")
 
 
 def package_versions(names=VERSIONED) -> dict:

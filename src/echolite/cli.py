@@ -2,6 +2,7 @@
 
     echolite run [--task ef] [--config quick] [--data DIR] [--out DIR]   the whole pipeline
     echolite synth OUT --n N --seed S       write a phantom dataset (EchoNet-Dynamic layout)
+    echolite digits OUT                     write the built-in digits in the CIFAR-10 layout
     echolite validate --data DIR            check a dataset; non-zero exit on problems
     echolite train --data DIR --out DIR     train the FP32 baseline (resumable)
     echolite evaluate --checkpoint CKPT --data DIR
@@ -39,11 +40,12 @@ def _config(args):
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", default=None, help="ef (default) | the name of another registered task")
+    p.add_argument("--task", default=None, help="ef (default) | cifar10 | another registered task")
     p.add_argument("--config", default=None,
                    help="preset name (smoke, quick, full) or YAML file; flags below win")
     p.add_argument("--data", default=None,
-                   help="dataset root (EF: EchoNet-Dynamic layout; default: generate the phantom)")
+                   help="dataset root (ef: EchoNet-Dynamic layout, default: the phantom; "
+                        "cifar10: CIFAR-10 python layout, default: the built-in digits)")
     p.add_argument("--pooling", choices=["mean", "meanstd"], default=None, help="EF temporal pooling")
     p.add_argument("--pretrained", default=None,
                    help="local torchvision ResNet-18 ImageNet state dict (never downloaded)")
@@ -71,6 +73,14 @@ def cmd_synth(args) -> int:
     dt = time.perf_counter() - t0
     print(f"wrote {args.n} phantom videos to {args.out} in {dt:.1f} s "
           f"({args.n / dt:.1f} videos/s, {args.workers} worker(s))")
+    return 0
+
+
+def cmd_digits(args) -> int:
+    from echolite.data.digits import write_digits
+
+    folder = write_digits(args.out)
+    print(f"wrote scikit-learn's handwritten digits in the CIFAR-10 layout to {folder}")
     return 0
 
 
@@ -227,9 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.set_defaults(func=cmd_synth)
 
+    p = sub.add_parser("digits", help="write scikit-learn's handwritten digits in the CIFAR-10 layout")
+    p.add_argument("out")
+    p.set_defaults(func=cmd_digits)
+
     p = sub.add_parser("validate", help="check a dataset before any long work")
     p.add_argument("--data", required=True)
-    p.add_argument("--task", default=None, help="ef (default) | another registered task")
+    p.add_argument("--task", default=None, help="ef (default) | cifar10 | another registered task")
     p.add_argument("--drop-bad", metavar="CSV", default=None,
                    help="instead of failing, list the bad rows and why in CSV (exit 0)")
     p.add_argument("--skip-items", action="store_true", help="check the index files only")
@@ -287,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
                         force=True)  # one invocation, one set of handlers (also when called in-process)
+    for noisy in ("onnxscript", "torch.onnx", "onnx_ir"):  # the exporter's pass-by-pass chatter
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return args.func(args)
     except EcholiteError as err:

@@ -89,9 +89,11 @@ class CompressConfig:
     ort_calibrator: str = "minmax"  # static-int8-ort's calibrator
     qat_epochs: int = 1
     qat_lr: float = 1.0e-5
-    finetune_epochs: int = 2  # fine-tuning after pruning
+    finetune_epochs: int = 2  # fine-tuning after pruning (and gradual pruning's schedule)
     finetune_lr: float = 1.0e-4
     finetune_items: int = 0  # TRAIN items per fine-tuning/QAT epoch; 0 = all
+    prune_importance: str = "l1"  # structured pruning's channel criterion: l1 | l2 | bn | taylor
+    prune_keep: list = field(default_factory=list)  # module names never pruned (besides the output)
     sensitivity_items: int = 48  # VAL items scoring per-layer sensitivity / the fallback search
     fallback_max_rel_delta: float = 0.03  # fallback keeps layers fp32 until within this of fp32
     fallback_max_layers: int = 4
@@ -151,12 +153,22 @@ def presets() -> list[str]:
 
 
 def load_config(source: str | Path | None = None, task: str | None = None) -> RunConfig:
-    """A preset name (``smoke``, ``quick``, ``full``), a YAML path, or None for the defaults.
+    """A preset name (``smoke``, ``quick``, ``full``, ...), a YAML path, or None for the defaults.
 
-    ``task`` (the --task flag) wins over a ``task:`` key in the file.
+    ``task`` (the --task flag) wins over a ``task:`` key in the file. A file may start from a
+    preset with ``extends: NAME``; its own keys then win (lists are replaced, not merged).
     """
     if source is None:
         return from_dict({"task": task} if task else {})
+    raw = _read_raw(source)
+    if task:
+        raw["task"] = task
+    return from_dict(raw, source=str(source))
+
+
+def _read_raw(source, seen: tuple = ()) -> dict:
+    if str(source) in seen:
+        raise EcholiteError(f"--config {source}: extends itself ({' -> '.join(map(str, seen))})")
     path = Path(source)
     if not path.is_file():
         if str(source) not in presets():
@@ -170,9 +182,16 @@ def load_config(source: str | Path | None = None, task: str | None = None) -> Ru
         raise EcholiteError(f"--config {source}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(raw, dict):
         raise EcholiteError(f"--config {source}: expected a mapping of sections")
-    if task:
-        raw["task"] = task
-    return from_dict(raw, source=str(source))
+    base = raw.pop("extends", None)
+    return _merge(_read_raw(base, (*seen, str(source))), raw) if base else raw
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else value
+    return out
 
 
 def from_dict(raw: dict, source: str = "config") -> RunConfig:

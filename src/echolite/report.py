@@ -57,6 +57,25 @@ def size_bytes(row: dict) -> int | None:
     return next(iter(sizes.values())) if sizes else None
 
 
+def complexity(row: dict, results: dict) -> dict:
+    """MACs and parameters of a row: from its last step that changed them, else the reference's."""
+    for step in reversed((row.get("details") or {}).get("steps", [])):
+        if "macs" in step:
+            return {"macs": step["macs"], "params": step["params"]}
+    ref = reference(results)["details"].get("complexity") or {}
+    return {"macs": ref.get("macs"), "params": ref.get("params")}
+
+
+def prune_level(row: dict) -> tuple[str, float] | None:
+    """("unstructured", reached sparsity) or ("structured", channel ratio) of a pruned row."""
+    for step in (row.get("details") or {}).get("steps", []):
+        if step.get("method") == "unstructured-prune":
+            return "unstructured", step["reached_sparsity"]
+        if step.get("method") == "structured-prune":
+            return "structured", step["ratio"]
+    return None
+
+
 def ok_rows(results: dict) -> list[dict]:
     return [r for r in results["rows"] if r["status"] == "ok"]
 
@@ -104,6 +123,11 @@ def recommend(results: dict) -> tuple[dict | None, str]:
 
 
 # --- markdown --------------------------------------------------------------------------------------
+def _ms(x: float) -> str:
+    """Milliseconds with 3 significant digits at most (small models run in fractions of a ms)."""
+    return f"{x:.1f}" if x >= 10 else f"{x:.2f}" if x >= 1 else f"{x:.3f}"
+
+
 def _metric_cell(value: dict, spec: str) -> str:
     return f"{value['value']:{spec}} [{value['ci_low']:{spec}}, {value['ci_high']:{spec}}]"
 
@@ -125,7 +149,7 @@ def summary_lines(results: dict) -> list[str]:
     lines = [f"- **Baseline** ({task['model']}, FP32, {ref['backend']}): {p['label']} "
              f"{_metric_cell(v[p['key']], p['fmt'])}"
              + "".join(f", {m['label']} {v[m['key']]['value']:{m['fmt']}}" for m in others)
-             + f"; {ref_size / MB:.1f} MB; {ref_p50:.1f} ms per {task['item']} (p50, batch 1)."]
+             + f"; {ref_size / MB:.1f} MB; {_ms(ref_p50)} ms per {task['item']} (p50, batch 1)."]
     best, why = recommend(results)
     if best is None:
         lines.append(f"- **Recommended: none** — {why}; ship the baseline.")
@@ -151,8 +175,11 @@ def table_markdown(results: dict) -> str:
     others = [m for m in task["metrics"] if m["key"] != p["key"]]
     ref = reference(results)
     ref_size, ref_p50 = size_bytes(ref), ref["latency_ms"]["p50"]
-    head = (["variant", "method", "precision", "backend", "size MB (×)", f"{p['label']} [95% CI]",
-             f"paired Δ{p['label']} [95% CI]"] + [m["label"] for m in others]
+    ref_macs = complexity(ref, results)["macs"]
+    show_macs = any(complexity(r, results)["macs"] != ref_macs for r in ok_rows(results))
+    head = (["variant", "method", "precision", "backend", "size MB (×)", "zipped MB",
+             f"{p['label']} [95% CI]", f"paired Δ{p['label']} [95% CI]"] + [m["label"] for m in others]
+            + (["GMACs (×)", "params M"] if show_macs else [])
             + ["p50 / p90 ms (×)", f"{task['item']}s/s @{meas['throughput_batch']}"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for family in FAMILIES + tuple(sorted({r.get("family") for r in results["rows"]} - set(FAMILIES))):
@@ -168,13 +195,16 @@ def table_markdown(results: dict) -> str:
             v, d = r["metrics"]["values"], (r["metrics"].get("paired_delta") or {}).get(p["key"])
             lat = r["latency_ms"]
             size = size_bytes(r)
+            cx = complexity(r, results)
+            macs = [f"{cx['macs'] / 1e9:.2f} ({cx['macs'] / ref_macs:.2f}×)", f"{cx['params'] / 1e6:.2f}"] \
+                if show_macs else []
             lines.append("| " + " | ".join([
                 r["name"], r["method"], r["precision"], r["backend"],
-                f"{size / MB:.2f} ({size / ref_size:.2f}×)",
+                f"{size / MB:.2f} ({size / ref_size:.2f}×)", _fmt((r.get("size_compressed_bytes") or 0) / MB),
                 _metric_cell(v[p["key"]], p["fmt"]),
                 "—" if d is None else _delta_cell(d, p["fmt"], rel),
-                *[format(v[m["key"]]["value"], m["fmt"]) for m in others],
-                f"{lat['p50']:.1f} / {lat['p90']:.1f} ({lat['p50'] / ref_p50:.2f}×)",
+                *[format(v[m["key"]]["value"], m["fmt"]) for m in others], *macs,
+                f"{_ms(lat['p50'])} / {_ms(lat['p90'])} ({lat['p50'] / ref_p50:.2f}×)",
                 f"{lat['throughput_items_per_s']:.1f}",
             ]) + " |")
     return "\n".join(lines)
@@ -287,6 +317,45 @@ def plot_pareto(results: dict, path: Path) -> str | None:
             f"Points below the dashed line are within the budget; the grey line joins the Pareto front.")
 
 
+def plot_pruning(results: dict, path: Path) -> str | None:
+    """The primary metric against sparsity (unstructured) and channel ratio (structured), with the
+    FP32 value and its CI as a band; FP32 pruned rows on the reference's runtime only."""
+    ref = reference(results)
+    points: dict[str, list] = {"unstructured": [], "structured": []}
+    for r in ok_rows(results)[1:]:
+        level = prune_level(r)
+        if level and r["backend"] == ref["backend"] and r["precision"] == "fp32":
+            points[level[0]].append((level[1], r))
+    kinds = [k for k, v in points.items() if v]
+    if not kinds:
+        return None
+    p = primary(results)
+    fp32 = ref["metrics"]["values"][p["key"]]
+    pyplot = plt()
+    fig, axes = pyplot.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 4.2), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        pts = sorted(points[kind], key=lambda t: t[0])
+        ax.axhspan(fp32["ci_low"], fp32["ci_high"], color="grey", alpha=0.25, label="FP32 95 % CI")
+        ax.axhline(fp32["value"], color="black", lw=1, label="FP32")
+        for x, r in pts:
+            v = r["metrics"]["values"][p["key"]]
+            err = [[v["value"] - v["ci_low"]], [v["ci_high"] - v["value"]]]
+            ax.errorbar(100 * x, v["value"], yerr=err, fmt="o", capsize=3)
+            ax.annotate(r["name"], (100 * x, v["value"]), xytext=(4, 4), textcoords="offset points",
+                        fontsize=7)
+        ax.set_xlabel("weights set to zero (%)" if kind == "unstructured" else "channels removed (%)")
+        ax.set_ylabel(f"{p['label']} ({results['measure']['eval']['split']}, 95 % CI)")
+        ax.set_title(f"{kind} pruning", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    pyplot.close(fig)
+    return (f"**{path.name}** — {p['label']} of the pruned FP32 models ({ref['backend']}) against how much "
+            "was pruned; the grey band is the FP32 model's 95 % CI. Unstructured pruning leaves dense "
+            "tensors with zeros: dense kernels are not faster for it, its gain is the zipped size.")
+
+
 def plot_sensitivity(results: dict, path: Path) -> str | None:
     hit = next(((r, s["sensitivity"]) for r in ok_rows(results) for s in r["details"].get("steps", [])
                 if s.get("sensitivity")), None)
@@ -331,12 +400,14 @@ def write_report(run_dir: str | Path) -> Path:
 
     run_dir = Path(run_dir)
     results = load_results(run_dir)
+    task = task_class(results["task"]["name"])
     captions = [plot_pareto(results, run_dir / "pareto.png")]
-    captions += task_class(results["task"]["name"]).figures(results, run_dir)
+    captions += task.figures(results, run_dir)
+    captions.append(plot_pruning(results, run_dir / "pruning.png"))
     captions.append(plot_sensitivity(results, run_dir / "sensitivity.png"))
     lines = [f"# echolite run `{results['run']['name']}` — {results['task']['title']}", "",
-             "## Summary", "", *summary_lines(results), "", "## Variants", "", *header_lines(results), "",
-             table_markdown(results), ""]
+             "## Summary", "", *summary_lines(results), "", *task.report_sections(results),
+             "## Variants", "", *header_lines(results), "", table_markdown(results), ""]
     notes = dropped_notes(results)
     if notes:
         lines += ["Bootstrap notes:", "", *notes, ""]

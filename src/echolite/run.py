@@ -75,7 +75,7 @@ def run(cfg: RunConfig, out: str | Path, device: torch.device) -> dict:
 
     best = baseline(task, store, device, amp)
     _, _, model, ckpt = load_checkpoint(best)
-    measured = measure_all(task, model, recipes, store, out, device)
+    measured = measure_all(task, model, recipes, store, out, device, amp)
     rows = measured["rows"]
     ref = rows[0]
     ref["details"]["baseline"] = {"store": best.parent.name, "best_epoch": ckpt["epoch"],

@@ -17,7 +17,7 @@ import torch
 from echolite import EcholiteError
 
 PACKAGES = ("echolite", "torch", "torchvision", "torchao", "onnx", "onnxscript", "onnxruntime",
-            "torch-pruning", "numpy", "opencv-python-headless", "pandas", "scikit-learn")
+            "openvino", "torch-pruning", "numpy", "opencv-python-headless", "pandas", "scikit-learn")
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -264,7 +264,7 @@ def train_baseline(task, out_dir: str | Path, device: torch.device, amp=None) ->
              amp or "off (fp32)")
     record = {"config": task.cfg.to_dict(), "fingerprint": fingerprint, "stats": stats}
     schedule = Schedule(tc.lr, tc.epochs, tc.warmup_epochs, tc.schedule, tc.step_epochs)
-    fit(task, model, schedule, device, amp=amp, out_dir=out_dir, record=record, desc="epoch")
+    fit(task, model, schedule, device, amp=amp, out_dir=out_dir, record=record, desc="train")
     return out_dir / BEST
 
 
@@ -284,15 +284,20 @@ def load_checkpoint(path: str | Path):
     return cls, cfg, model.eval(), ckpt
 
 
-def finetuner(task, device: torch.device):
-    """The task's loop as the compression engine's ``finetune(module, epochs, lr, ...)`` callback."""
+def finetuner(task, device: torch.device, amp=None):
+    """The task's loop as the compression engine's ``finetune(module, epochs, lr, ...)`` callback.
+
+    Float models fine-tune in the training precision ``amp``; fake-quantized graphs
+    (``mixed_precision=False``) in fp32.
+    """
 
     def finetune(module: torch.nn.Module, epochs: int, lr: float, on_epoch=None, max_items: int = 0,
-                 keep_best: bool = True, warmup_epochs: float = 0.0) -> list[dict]:
+                 keep_best: bool = True, warmup_epochs: float = 0.0,
+                 mixed_precision: bool = True) -> list[dict]:
         module.to(device)
         result = fit(task, module, Schedule(lr, epochs, warmup_epochs, "cosine"), device,
-                     max_items=max_items, on_epoch=on_epoch, keep_best=keep_best,
-                     score_start=keep_best, desc="fine-tune")
+                     amp=amp if mixed_precision else None, max_items=max_items, on_epoch=on_epoch,
+                     keep_best=keep_best, score_start=keep_best, desc="fine-tune")
         module.cpu()
         return result.history
 

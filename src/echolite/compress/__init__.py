@@ -16,8 +16,9 @@ from echolite.compress.base import (
     step_types,
 )
 from echolite.compress.onnxrt import OnnxRuntimeConfig, OrtStaticConfig
+from echolite.compress.prune import FineTuneConfig, StructuredPruneConfig, UnstructuredPruneConfig
 from echolite.compress.pt2e import CompileConfig, DynamicPTQConfig, QATConfig, StaticPTQConfig
 
 __all__ = ["CompressionError", "Context", "Stage", "StepConfig", "apply", "register", "step_types",
            "OnnxRuntimeConfig", "OrtStaticConfig", "CompileConfig", "DynamicPTQConfig", "QATConfig",
-           "StaticPTQConfig"]
+           "StaticPTQConfig", "FineTuneConfig", "StructuredPruneConfig", "UnstructuredPruneConfig"]

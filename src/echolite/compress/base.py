@@ -53,6 +53,9 @@ class Context:
             items (accuracy-aware searches); ``higher_is_better`` says which way is better.
         model_factory: a fresh module of the task's architecture (weights come from files).
         store: the run's keyed store, for sub-artifacts shared by steps (exports, ranges).
+        protected: module names whose outputs are the model's outputs (never pruned).
+        gradient_batches: ``gradient_batches(n) -> [(inputs, targets, loss_fn), ...]`` of TRAIN,
+            for methods scored by gradients (Taylor importance).
     """
 
     example_input: torch.Tensor
@@ -67,6 +70,8 @@ class Context:
     higher_is_better: bool = False
     model_factory: Callable[[], torch.nn.Module] | None = None
     store: object | None = None
+    protected: tuple[str, ...] = ()
+    gradient_batches: Callable[[int], Iterable] | None = None
 
 
 @dataclass

@@ -41,7 +41,8 @@ from echolite.compress.base import (
 
 log = logging.getLogger(__name__)
 
-ORT = "onnxruntime-cpu"
+ORT, OPENVINO = "onnxruntime-cpu", "openvino-cpu"
+RUNTIMES = {"onnxruntime": ORT, "openvino": OPENVINO}  # what runs an .onnx file
 CALIBRATORS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 INT8_KERNELS = ("QLinearConv", "QLinearAdd", "QLinearMatMul", "QGemm", "QLinearGlobalAveragePool",
                 "ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul", "QLinearConcat")
@@ -50,7 +51,8 @@ WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
 
 @dataclass(frozen=True)
 class OnnxRuntimeConfig(StepConfig):
-    """Export the module to ONNX and run it with ONNX Runtime's CPU provider."""
+    """Export the module to ONNX and run it with ONNX Runtime's CPU provider (or OpenVINO's CPU
+    plugin, ``runtime=openvino``)."""
 
     key: ClassVar[str] = "onnxruntime"
     method: ClassVar[str] = "onnx-export"
@@ -58,6 +60,12 @@ class OnnxRuntimeConfig(StepConfig):
     consumes: ClassVar[str] = QUANTIZED  # any PyTorch module: float or a PT2E int8 program
     produces: ClassVar[str] = RUNTIME
     uses_data: ClassVar[bool] = False
+
+    runtime: str = "onnxruntime"
+
+    def __post_init__(self):
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {tuple(RUNTIMES)}, but got {self.runtime!r}")
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,7 @@ class OrtStaticConfig(StepConfig):
         fallback: accuracy-aware: measure every layer's sensitivity on ``sensitivity_items`` VAL
             items and keep the most sensitive ones in float until the score is within
             ``max_rel_delta`` of FP32 (at most ``max_layers``).
+        runtime: onnxruntime | openvino: what runs the quantized QDQ file.
     """
 
     key: ClassVar[str] = "ort_static"
@@ -86,8 +95,11 @@ class OrtStaticConfig(StepConfig):
     max_rel_delta: float = 0.03
     max_layers: int = 4
     sensitivity_items: int = 48
+    runtime: str = "onnxruntime"
 
     def __post_init__(self):
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {tuple(RUNTIMES)}, but got {self.runtime!r}")
         if self.calibrator not in CALIBRATORS:
             raise ValueError(f"calibrator must be one of {tuple(CALIBRATORS)}, but got {self.calibrator!r}")
         if self.max_rel_delta < 0 or self.max_layers < 0 or self.sensitivity_items < 1:
@@ -170,14 +182,65 @@ def runner(sess):
     return run
 
 
-def _ort_details(path: Path, ctx: Context) -> dict:
+def openvino_runner(path: Path, threads: int):
+    """An OpenVINO CPU runner of an .onnx file, compiled per input shape (static shapes are
+    OpenVINO's fast path), and the facts of its first compilation."""
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(str(path))
+    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+    compiled: dict = {}
+
+    def compile_for(shape):
+        if shape not in compiled:
+            m = model.clone()
+            m.reshape({m.inputs[0]: list(shape)})
+            c = core.compile_model(m, "CPU", config)
+            compiled[shape] = (c, c.create_infer_request())
+        return compiled[shape]
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        _, request = compile_for(tuple(x.shape))
+        out = request.infer({0: x.numpy().astype(np.float32, copy=False)})
+        return torch.from_numpy(np.array(out[0]))
+
+    def facts(example_shape) -> dict:
+        c, _ = compile_for(tuple(example_shape))
+        precisions = Counter()
+        for op in c.get_runtime_model().get_ops():
+            info = op.get_rt_info()
+            kind = info["layerType"].astype(str) if "layerType" in info else op.get_type_name()
+            prec = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else "?"
+            precisions[f"{kind}:{prec}"] += 1
+        convs = {k: v for k, v in precisions.items() if k.startswith("Convolution:")}
+        return {"runtime_precisions": dict(precisions), "version": ov.__version__,
+                "int8_convs": sum(v for k, v in convs.items() if k.endswith((":u8", ":i8"))),
+                "float_convs": sum(v for k, v in convs.items() if not k.endswith((":u8", ":i8")))}
+
+    return run, facts
+
+
+def runtime_details(path: Path, runtime: str, ctx: Context) -> dict:
+    """What the runtime really runs for ``path``: int8 and float convolutions after its fusions."""
+    if runtime == OPENVINO:
+        _, facts = openvino_runner(path, ctx.threads)
+        return {"runtime": runtime, **facts(ctx.example_input.shape), "plugin": "CPU"}
     import onnxruntime as ort
 
     ops = runtime_ops(path, ctx.threads)
     int8 = {k: v for k, v in ops.items() if k in INT8_KERNELS}
-    return {"graph_ops": op_counts(path), "runtime_int8_ops": int8,
-            "runtime_float_convs": ops.get("Conv", 0) + ops.get("FusedConv", 0),
+    return {"runtime": runtime, "graph_ops": op_counts(path), "runtime_int8_ops": int8,
+            "int8_convs": int8.get("QLinearConv", 0) + int8.get("ConvInteger", 0),
+            "float_convs": ops.get("Conv", 0) + ops.get("FusedConv", 0),
             "versions": {"onnxruntime": ort.__version__}, "provider": "CPUExecutionProvider"}
+
+
+def onnx_runner(path: Path, runtime: str, threads: int):
+    """``fn(x) -> y`` for an .onnx file on ONNX Runtime or OpenVINO."""
+    if runtime == OPENVINO:
+        return openvino_runner(path, threads)[0]
+    return runner(session(path, threads))
 
 
 # --- steps ------------------------------------------------------------------------------------------
@@ -187,13 +250,14 @@ def onnxruntime_step(stage: Stage, cfg: OnnxRuntimeConfig, ctx: Context) -> Stag
         path = link_or_copy(float_export(stage.module, ctx), ctx.work_dir)
     else:
         path = export_onnx(stage.module, ctx.example_input, ctx.work_dir / "model.onnx", ctx.input_name)
-    details = {"exporter": "torch.onnx (dynamo)", **_ort_details(path, ctx)}
+    runtime = RUNTIMES[cfg.runtime]
+    details = {"exporter": "torch.onnx (dynamo)", **runtime_details(path, runtime, ctx)}
     precision = stage.precision
     if stage.precision != "fp32":
-        n_int8 = details["runtime_int8_ops"].get("QLinearConv", 0)
-        n_all = n_int8 + details["runtime_float_convs"]
+        n_int8 = details["int8_convs"]
+        n_all = n_int8 + details["float_convs"]
         precision = f"mixed int8/fp32 ({n_int8} of {n_all} convs int8)" if n_int8 < n_all else "int8"
-    return stage.then(cfg.method, details, module=None, precision=precision, runtime=ORT,
+    return stage.then(cfg.method, details, module=None, precision=precision, runtime=runtime,
                       artifacts={"onnx": path})
 
 
@@ -312,13 +376,13 @@ def ort_static(stage: Stage, cfg: OrtStaticConfig, ctx: Context) -> Stage:
         quantize_ort_static(prep, out, cfg, ctx, ranges, tuple(layers[m] for m in keep))
     prep.unlink(missing_ok=True)
     details["kept_fp32"] = list(keep)
-    details.update(_ort_details(out, ctx))
-    if details["runtime_int8_ops"].get("QLinearConv", 0) == 0 and \
-            any(op == "Conv" for op in details["graph_ops"]) and not keep:
-        raise CompressionError(f"{cfg.key}: ONNX Runtime runs no int8 convolution after fusion "
-                               f"(runtime int8 ops {details['runtime_int8_ops']}); refusing to call it int8")
+    runtime = RUNTIMES[cfg.runtime]
+    details.update(runtime_details(out, runtime, ctx))
+    if details["int8_convs"] == 0 or (details["float_convs"] and not keep):
+        raise CompressionError(f"{cfg.key}: {runtime} runs {details['int8_convs']} int8 and "
+                               f"{details['float_convs']} float convolutions; refusing to call it int8")
     precision = "int8" if not keep else f"int8 ({len(keep)} layer(s) fp32)"
-    return stage.then(cfg.method, details, module=None, precision=precision, runtime=ORT,
+    return stage.then(cfg.method, details, module=None, precision=precision, runtime=runtime,
                       artifacts={"onnx": out})
 
 
@@ -337,7 +401,7 @@ def _sensitivity_and_fallback(stage, cfg, ctx, prep, ranges, layers, all_int8: P
         return after - before if hib else before - after
 
     def score_file(path: Path) -> float:
-        return ctx.score(runner(session(path, ctx.threads)), cfg.sensitivity_items)
+        return ctx.score(onnx_runner(path, RUNTIMES[cfg.runtime], ctx.threads), cfg.sensitivity_items)
 
     module = copy.deepcopy(stage.module).eval()
 

@@ -103,10 +103,18 @@ class StaticPTQConfig(StepConfig):
 
 @dataclass(frozen=True)
 class QATConfig(StepConfig):
-    """Fake-quant fine-tuning from the FP32 weights, then conversion to the static-INT8 artifact.
+    """Fake-quant fine-tuning, then conversion to the same artifact as static PTQ.
 
-    Observers keep updating for ``observer_epochs`` and are then frozen; BatchNorm statistics are
-    frozen after ``bn_freeze_epochs`` (folded conv+BN is simulated by prepare_qat_pt2e).
+    Started from the PTQ-calibrated ranges (``init=ptq``), QAT begins where static PTQ ends: the
+    same min-max observers run over the same calibration batches with fake quantization off.
+    The activation ranges then stay fixed, weight ranges follow the weights (per channel), and
+    BatchNorm normalises with its running statistics (frozen) from the first step. With
+    ``keep_best`` the VAL score of every epoch, the PTQ-initialised start (epoch 0) included,
+    decides which weights are converted.
+
+    Attributes:
+        init: ptq (as above) | fresh (the x86 default: moving-average observers from scratch,
+            ranges and BatchNorm updating while training).
     """
 
     key: ClassVar[str] = "qat"
@@ -117,14 +125,17 @@ class QATConfig(StepConfig):
 
     epochs: int = 1
     lr: float = 1e-5
-    observer_epochs: int = 1
-    bn_freeze_epochs: int = 1
     max_items: int = 0  # TRAIN items per epoch; 0 = all
+    init: str = "ptq"
+    freeze_bn: bool = True
+    keep_best: bool = True
     engine: str = "x86"
 
     def __post_init__(self):
         if self.epochs < 1 or self.lr <= 0:
             raise ValueError(f"QAT needs epochs >= 1 and lr > 0, got {self.epochs}, {self.lr}")
+        if self.init not in ("ptq", "fresh"):
+            raise ValueError(f"init must be ptq or fresh, but got {self.init!r}")
 
 
 # --- torch.export metadata repair -----------------------------------------------------------
@@ -370,63 +381,130 @@ def static_ptq(stage: Stage, cfg: StaticPTQConfig, ctx: Context) -> Stage:
     return _finish_int8(stage, converted, cfg, ctx, details)
 
 
+_BN_OPS = (aten.batch_norm.default, aten._native_batch_norm_legit.default, aten.cudnn_batch_norm.default)
+
+
+def set_bn_training(gm: torch.fx.GraphModule, training: bool) -> None:
+    """Switch the BatchNorm ops of an exported graph between batch statistics (training, running
+    statistics updated) and running statistics (frozen), keeping the model's eps and momentum
+    (torchao's move_exported_model_to_train/eval re-trace BatchNorm with defaults, pytorch/ao#4107)."""
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target in _BN_OPS:
+            args = list(node.args)
+            args[5] = training
+            node.args = tuple(args)
+    gm.recompile()
+
+
 class TrainableProgram(nn.Module):
     """A PT2E-prepared (exported) graph that a training loop can switch with .train()/.eval().
 
-    Exported graphs ignore ``module.train()``; torchao rewrites their BatchNorm (and dropout)
-    ops instead. With ``bn_frozen`` the graph stays in inference form while training, i.e.
-    BatchNorm running statistics stop updating.
+    Exported graphs ignore ``module.train()``; their BatchNorm ops are rewritten instead. With
+    ``bn_frozen`` BatchNorm uses its running statistics in training too (no updates).
     """
 
-    def __init__(self, graph: torch.fx.GraphModule):
+    def __init__(self, graph: torch.fx.GraphModule, bn_frozen: bool):
         super().__init__()
         self.graph_module = graph
-        self.bn_frozen = False
+        self.bn_frozen = bn_frozen
+        set_bn_training(graph, False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.graph_module(x)
 
     def train(self, mode: bool = True):
-        from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
-
         self.training = mode
-        if mode and not self.bn_frozen:
-            move_exported_model_to_train(self.graph_module)
-        else:
-            move_exported_model_to_eval(self.graph_module)
+        set_bn_training(self.graph_module, mode and not self.bn_frozen)
         return self
+
+
+def qat_quantization_config():
+    """The static PTQ spec (uint8 affine activations with min-max ranges, int8 symmetric
+    per-channel weights) inside plain FakeQuantize modules: same converted structure as PTQ.
+
+    Plain FakeQuantize (unlike the x86 default's fused moving-average one, whose ranges move 1 %
+    per batch) refreshes its scale whenever its observer runs, so calibrating with fake
+    quantization off yields the PTQ ranges (pytorch/pytorch#194815). The weight observer follows
+    the current weights (averaging constant 1).
+    """
+    from torchao.quantization.pt2e import FakeQuantize, MinMaxObserver, MovingAveragePerChannelMinMaxObserver
+    from torchao.quantization.pt2e.quantizer import QuantizationConfig, QuantizationSpec
+
+    eps = {"eps": 2**-12}
+    act = QuantizationSpec(dtype=torch.uint8, quant_min=0, quant_max=255, qscheme=torch.per_tensor_affine,
+                           is_dynamic=False,
+                           observer_or_fake_quant_ctr=FakeQuantize.with_args(observer=MinMaxObserver, **eps))
+    weight_observer = MovingAveragePerChannelMinMaxObserver.with_args(averaging_constant=1.0)
+    weight_fq = FakeQuantize.with_args(observer=weight_observer, **eps)
+    weight = QuantizationSpec(dtype=torch.int8, quant_min=-128, quant_max=127,
+                              qscheme=torch.per_channel_symmetric, ch_axis=0, is_dynamic=False,
+                              observer_or_fake_quant_ctr=weight_fq)
+    return QuantizationConfig(act, act, weight, None, True)
+
+
+def _freeze_activation_ranges(gm: torch.fx.GraphModule) -> int:
+    """Stop the activation observers (uint8 affine); weight observers keep following the weights."""
+    from torchao.quantization.pt2e import FakeQuantizeBase
+
+    n = 0
+    for m in gm.modules():
+        if isinstance(m, FakeQuantizeBase) and m.qscheme == torch.per_tensor_affine:
+            m.disable_observer()
+            n += 1
+    return n
 
 
 @register(QATConfig)
 def qat(stage: Stage, cfg: QATConfig, ctx: Context) -> Stage:
-    from torchao.quantization.pt2e import disable_observer
+    from torchao.quantization.pt2e import (
+        disable_fake_quant,
+        disable_observer,
+        enable_fake_quant,
+        enable_observer,
+    )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
 
     if ctx.finetune is None:
         raise CompressionError(f"{cfg.key}: QAT needs a fine-tuning loop from the task")
     model = copy.deepcopy(stage.module).train()
     graph = export_graph(model, ctx.example_input)
-    prepared = prepare_qat_pt2e(graph, _quantizer(quantization_config(is_qat=True)))
-    trainable = TrainableProgram(prepared)
+    details = {"library": "torchao PT2E", "quantizer": "X86InductorQuantizer (is_qat)", "engine": cfg.engine,
+               "init": cfg.init, "epochs": cfg.epochs, "lr": cfg.lr, "freeze_bn": cfg.freeze_bn,
+               "activations": "uint8 affine", "weights": "int8 symmetric per-channel"}
+    if cfg.init == "ptq":
+        prepared = prepare_qat_pt2e(graph, _quantizer(qat_quantization_config()))
+        set_bn_training(prepared, False)  # calibrate as PTQ does: BatchNorm on running statistics
+        prepared.apply(disable_fake_quant)
+        prepared.apply(enable_observer)
+        details["calibration_items"] = _calibrate(prepared, ctx, cfg.key)
+        prepared.apply(enable_fake_quant)
+        details["frozen_activation_ranges"] = _freeze_activation_ranges(prepared)
+        details["observer"] = "min-max (calibrated as PTQ, then fixed); weights: current min-max"
+        on_epoch = None
+    else:
+        prepared = prepare_qat_pt2e(graph, _quantizer(quantization_config(is_qat=True)))
+        details["observer"] = "moving-average min-max (x86 default), updating while training"
 
-    def on_epoch(epoch: int) -> None:
-        if epoch >= cfg.observer_epochs:
-            prepared.apply(disable_observer)  # freeze the quantization ranges
-        if epoch >= cfg.bn_freeze_epochs:
-            trainable.bn_frozen = True
-            trainable.train()
-
+        def on_epoch(epoch: int) -> None:  # the default schedule: ranges freeze after epoch 1
+            if epoch >= 1:
+                prepared.apply(disable_observer)
+    trainable = TrainableProgram(prepared, bn_frozen=cfg.freeze_bn)
     t0 = time.perf_counter()
     history = ctx.finetune(trainable, cfg.epochs, cfg.lr, on_epoch=on_epoch, max_items=cfg.max_items,
-                           keep_best=False)
+                           keep_best=cfg.keep_best, mixed_precision=False)
     trainable.eval()
+    prepared.apply(disable_observer)
     converted = convert_pt2e(prepared)
-    details = {"library": "torchao PT2E", "quantizer": "X86InductorQuantizer (is_qat)",
-               "engine": cfg.engine, "observer": "moving-average min-max (fake quant)",
-               "epochs": cfg.epochs, "lr": cfg.lr, "history": history,
-               "finetune_seconds": round(time.perf_counter() - t0, 1),
-               "activations": "uint8 affine", "weights": "int8 symmetric per-channel"}
+    kept = _kept_epoch(history, cfg.keep_best, ctx.higher_is_better)
+    details.update(history=history, kept_epoch=kept, finetune_seconds=round(time.perf_counter() - t0, 1))
     return _finish_int8(stage, converted, cfg, ctx, details)
+
+
+def _kept_epoch(history: list[dict], keep_best: bool, higher_is_better: bool) -> int:
+    if not keep_best:
+        return history[-1]["epoch"]
+    pick = max if higher_is_better else min
+    return pick(history, key=lambda h: h["val_score"])["epoch"]
 
 
 @register(DynamicPTQConfig)

@@ -87,6 +87,11 @@ def _fp32_ort(cc):
     return [_steps()["onnxruntime"]()]
 
 
+@builtin(r"fp32-openvino", "fp32-openvino")
+def _fp32_ov(cc):
+    return [_steps()["onnxruntime"](runtime="openvino")]
+
+
 @builtin(r"dynamic-int8", "dynamic-int8")
 def _dynamic(cc):
     return [_steps()["dynamic_ptq"]()]
@@ -109,6 +114,12 @@ def _ort(cc, calibrator=None):
     return [_steps()["ort_static"](calibrator=calibrator or cc.ort_calibrator, per_channel=cc.per_channel)]
 
 
+@builtin(r"static-int8-ov", "static-int8-ov")
+def _ov(cc):
+    return [_steps()["ort_static"](calibrator=cc.ort_calibrator, per_channel=cc.per_channel,
+                                   runtime="openvino")]
+
+
 @builtin(r"static-int8-ort-fallback", "static-int8-ort-fallback")
 def _ort_fallback(cc):
     return [_steps()["ort_static"](calibrator=cc.ort_calibrator, per_channel=cc.per_channel, fallback=True,
@@ -119,6 +130,37 @@ def _ort_fallback(cc):
 @builtin(r"qat-int8", "qat-int8")
 def _qat(cc):
     return [_steps()["qat"](epochs=cc.qat_epochs, lr=cc.qat_lr, max_items=cc.finetune_items)]
+
+
+def _finetune(cc):
+    return _steps()["finetune"](epochs=cc.finetune_epochs, lr=cc.finetune_lr, max_items=cc.finetune_items,
+                                bn_items=cc.calib_items)
+
+
+_TAILS = {"int8": _static, "int8-ort": _ort, "int8-ov": _ov, "qat": _qat, "ort": _fp32_ort,
+          "ov": _fp32_ov}
+
+
+@builtin(r"structured(?P<pct>[1-9][0-9]?)(?:-(?P<importance>l1|l2|bn|taylor))?(?P<ft>-ft)?"
+         r"(?:-(?P<tail>int8|int8-ort|int8-ov|qat|ort|ov))?",
+         "structured<P>[-l1|-l2|-bn|-taylor][-ft][-int8|-int8-ort|-int8-ov|-qat|-ort|-ov]")
+def _structured(cc, pct, importance=None, ft=None, tail=None):
+    steps = [_steps()["structured_prune"](ratio=int(pct) / 100, importance=importance or cc.prune_importance,
+                                          keep=tuple(cc.prune_keep), bn_items=cc.calib_items)]
+    steps += [_finetune(cc)] if ft else []
+    return steps + (_TAILS[tail](cc) if tail else [])
+
+
+@builtin(r"unstructured(?P<pct>[1-9][0-9]?)(?P<layer>-layer)?(?:(?P<gradual>-gradual)|(?P<ft>-ft))?"
+         r"(?:-(?P<tail>int8|int8-ort|int8-ov|ort|ov))?",
+         "unstructured<P>[-layer][-gradual|-ft][-int8|-int8-ort|-int8-ov|-ort|-ov]")
+def _unstructured(cc, pct, layer=None, gradual=None, ft=None, tail=None):
+    steps = [_steps()["unstructured_prune"](sparsity=int(pct) / 100, scope="layer" if layer else "global",
+                                            gradual_epochs=cc.finetune_epochs if gradual else 0,
+                                            lr=cc.finetune_lr, max_items=cc.finetune_items,
+                                            keep=tuple(cc.prune_keep))]
+    steps += [_finetune(cc)] if ft else []
+    return steps + (_TAILS[tail](cc) if tail else [])
 
 
 # --- parsing -----------------------------------------------------------------------------------

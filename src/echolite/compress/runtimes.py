@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from echolite.compress.base import CompressionError, Stage
-from echolite.compress.onnxrt import ORT, runner, runtime_ops, session
+from echolite.compress.onnxrt import OPENVINO, ORT, onnx_runner, runtime_ops
 from echolite.compress.pt2e import EAGER, INDUCTOR, compile_for_cpu, load_program
 
 
@@ -75,7 +75,9 @@ def open_runner(stage: Stage, model_factory: Callable[[], nn.Module] | None, thr
     if stage.runtime == ORT:
         path = Path(stage.artifacts["onnx"])
         ops = runtime_ops(path, threads)
-        return Runner(runner(session(path, threads)), lambda: {"runtime_ops": ops})
+        return Runner(onnx_runner(path, ORT, threads), lambda: {"runtime_ops": ops})
+    if stage.runtime == OPENVINO:
+        return Runner(onnx_runner(Path(stage.artifacts["onnx"]), OPENVINO, threads))
     module = load_module(stage, model_factory)
     if stage.runtime == EAGER:
         def eager(x):

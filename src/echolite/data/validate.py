@@ -44,6 +44,7 @@ class Report:
     root: Path
     n_rows: int = 0
     problems: list[Problem] = field(default_factory=list)
+    unit: str = "videos"
 
     @property
     def ok(self) -> bool:
@@ -60,7 +61,7 @@ class Report:
 
     def summary(self) -> str:
         if self.ok:
-            return f"{self.root}: OK, {self.n_rows} videos"
+            return f"{self.root}: OK, {self.n_rows} {self.unit}"
         return (f"{self.root}: {len(self.problems)} problem(s) in {len(self.bad_rows)} of "
                 f"{self.n_rows} rows" + (" (dataset unusable)" if self.fatal else ""))
 

@@ -12,6 +12,7 @@ from echolite import EcholiteError
 
 TASKS: dict[str, str | type] = {
     "ef": "echolite.tasks.ef:EFTask",
+    "cifar10": "echolite.tasks.classify:ClassifyTask",
 }
 
 

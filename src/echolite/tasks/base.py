@@ -58,7 +58,8 @@ class Budget:
         sign = "-" if metric.higher_is_better else "+"
         if self.relative:
             return f"{metric.label} {sign}{100 * self.max_worsening:g} % (relative)"
-        return f"{metric.label} {sign}{self.max_worsening:g} {metric.unit}".rstrip()
+        unit = "pp" if metric.unit == "%" else metric.unit  # a difference of percentages
+        return f"{metric.label} {sign}{self.max_worsening:g} {unit}".rstrip()
 
 
 @dataclass
@@ -109,6 +110,7 @@ class Task(abc.ABC):
     PRIMARY: ClassVar[str]  # key of the metric that decides (and is used by searches)
     BUDGET: ClassVar[Budget]  # default accuracy budget for recommending a variant
     EVAL_BATCH: ClassVar[int] = 1  # batch size of the measuring loop's predictions
+    OUTPUT_LAYERS: ClassVar[tuple[str, ...]] = ()  # modules producing the outputs (never pruned)
     DataConfig: ClassVar[type]
     ModelConfig: ClassVar[type]
     EvalConfig: ClassVar[type]
@@ -201,6 +203,11 @@ class Task(abc.ABC):
     def prediction_table(self, evalset: EvalSet, pred: np.ndarray) -> pd.DataFrame:
         return pd.DataFrame({"id": evalset.ids, "target": evalset.targets, "prediction": pred,
                              "split": evalset.split})
+
+    @classmethod
+    def report_sections(cls, results: dict) -> list[str]:
+        """Extra markdown the task adds to the report (after the summary)."""
+        return []
 
     @classmethod
     def figures(cls, results: dict, run_dir: Path) -> list[str | None]:

@@ -71,6 +71,7 @@ class EFTask(Task):
     PRIMARY = "mae"
     BUDGET = Budget(0.05, relative=True)  # MAE may grow by 5 % of the FP32 MAE
     EVAL_BATCH = 1  # one video at a time, as at the bedside
+    OUTPUT_LAYERS = ("head",)
     DataConfig, ModelConfig, EvalConfig = EFDataConfig, EFModelConfig, EFEvalConfig
 
     def __init__(self, cfg, data: DataRef):
