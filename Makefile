@@ -1,5 +1,6 @@
-# Quick start:  make run   (phantom data -> train -> evaluate -> report, ~10 min on 2 CPU cores)
+# Quick start:  make run   (EF: phantom -> train -> compress -> measure -> report, ~15 min on 2 CPU cores)
 #               make test  (unit + end-to-end tests, a few minutes)
+#               make run-classify  (the same pipeline for image classification, built-in digits)
 # Both create the virtual environment .venv on first use.
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,7 +10,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 CONFIG ?= quick
 OUT ?= runs/$(CONFIG)
 
-.PHONY: run test lint venv clean
+.PHONY: run run-classify test lint venv clean
 
 venv: $(VENV)/.installed
 
@@ -22,6 +23,10 @@ $(VENV)/.installed: pyproject.toml
 
 run: venv
 	$(BIN)/echolite run --config $(CONFIG) --out $(OUT)
+
+# the second task: image classification in the CIFAR-10 layout, on the built-in digits
+run-classify: venv
+	$(BIN)/echolite run --task cifar10 --config $(CONFIG) --out runs/cifar10-$(CONFIG)
 
 test: venv
 	$(BIN)/python -m pytest -q

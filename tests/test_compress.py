@@ -107,9 +107,10 @@ def test_wrong_calibration_shape_fails_loudly(model, tmp_path):
 def test_qat_converts_to_the_same_artifact_as_ptq(model, tmp_path):
     steps = []
 
-    def finetune(module, epochs, lr, on_epoch, max_items=0, keep_best=True):
+    def finetune(module, epochs, lr, on_epoch=None, max_items=0, keep_best=True, mixed_precision=True):
         module.train()
-        on_epoch(0)
+        if on_epoch:
+            on_epoch(0)
         opt = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=lr)
         for x in clips(2, seed=3):
             loss = (module(x) - 50.0).pow(2).mean()
@@ -117,6 +118,7 @@ def test_qat_converts_to_the_same_artifact_as_ptq(model, tmp_path):
             loss.backward()
             opt.step()
             steps.append(loss.item())
+        return [{"epoch": 1, "val_score": 0.0}]
 
     ptq = compress(model, StaticPTQConfig(), ctx(tmp_path / "ptq"))
     qat = compress(model, QATConfig(epochs=1, lr=1e-6), ctx(tmp_path / "qat", finetune=finetune))
@@ -136,9 +138,19 @@ def test_onnxruntime_fp32_and_static_int8(model, tmp_path):
         ref = model(x).numpy()
     np.testing.assert_allclose(open_runner(fp32, None, 2)(x).numpy(), ref, atol=1e-3)
     assert int8.details[-1]["runtime_int8_ops"]["QLinearConv"] == N_CONVS  # what ORT really runs
-    assert int8.details[-1]["runtime_float_convs"] == 0
+    assert int8.details[-1]["int8_convs"] == N_CONVS and int8.details[-1]["float_convs"] == 0
     assert file_bytes(int8.artifacts["onnx"]) <= 0.27 * file_bytes(fp32.artifacts["onnx"])
     assert np.abs(open_runner(int8, None, 2)(x).numpy() - ref).max() < 3.0
+
+
+def test_openvino_runs_the_same_qdq_file_in_int8(model, tmp_path):
+    ort = compress(model, OrtStaticConfig(), ctx(tmp_path / "ort"))
+    ov = compress(model, OrtStaticConfig(runtime="openvino"), ctx(tmp_path / "ov"))
+    d = ov.details[-1]
+    assert ov.runtime == "openvino-cpu" and d["int8_convs"] == N_CONVS and d["float_convs"] == 0
+    x = torch.cat(clips(2, seed=7))
+    a, b = open_runner(ort, None, 2)(x), open_runner(ov, None, 2)(x)
+    assert (a - b).abs().max().item() < 0.5  # one QDQ model, two runtimes (EF points)
 
 
 def test_pt2e_program_exported_to_onnx_is_labelled_mixed_precision(model, tmp_path):
