@@ -205,3 +205,31 @@ def test_results_json_is_plain_json_and_report_regenerates(tmp_path):
     write_report(tmp_path / "run")
     assert "static-int8" in (tmp_path / "run" / "report.md").read_text()
     assert np.isfinite(results["rows"][1]["latency_ms"]["p50"])
+
+
+def test_device_rows_carry_their_device_and_say_what_is_not_available(tmp_path, monkeypatch):
+    """The accelerator rows' code path, run on the CPU here (no GPU on this machine)."""
+    from echolite import benchmark
+    from echolite.metrics.bootstrap import resample_indices
+    from echolite.report import device_table, ok_rows
+    from echolite.tasks.base import model_runner, predict_outputs
+
+    cfg = toy_config()
+    task = ToyTask(cfg, ToyTask.prepare(cfg, tmp_path))
+    model = task.build_model(cfg).eval()
+    evalset = task.eval_set("TEST")
+    ref = task.decode(predict_outputs(model_runner(model), evalset, 8))
+    monkeypatch.setattr(benchmark, "_ort_providers", lambda: ["CPUExecutionProvider"])
+    rows = benchmark.device_rows(task, model, torch.device("cpu"), evalset, resample_indices(30, 20, 0),
+                                 cfg.measure, task.example_input(), ref)
+    assert [r["name"] for r in rows] == ["cpu-fp32", "cpu-bf16", "cpu-fp32-compile", "cpu-int8-tensorrt"]
+    assert [r["status"] for r in rows] == ["ok", "ok", "ok", "unavailable"]
+    assert "no TensorrtExecutionProvider" in rows[-1]["error"]
+    assert all(r["device"].startswith("cpu: ") and r["family"] == "device" for r in rows)
+    assert rows[0]["metrics"]["paired_delta"]["accuracy"]["value"] == 0.0
+    results = {"rows": rows, "task": {"primary": "accuracy", "item": "image", "metrics": [
+        {"key": "accuracy", "label": "accuracy", "fmt": ".3f", "higher_is_better": True}]},
+               "measure": {"throughput_batch": 4}}
+    table = "\n".join(device_table(results))
+    assert "| cpu-fp32 | fp32 | torch-cpu |" in table and "1.00×" in table and "**unavailable**" in table
+    assert ok_rows(results) == []  # never mixed into the reference device's rows

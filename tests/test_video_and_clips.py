@@ -40,16 +40,18 @@ def test_clips_shape_dtype_and_ef(phantom_root):
     table = read_filelist(phantom_root)
     ds = EchoClips(phantom_root, table, n_frames=8, size=112)
     clip, ef = ds[0]
-    assert clip.shape == (8, 3, 112, 112) and clip.dtype == torch.uint8
+    assert clip.shape == (8, 1, 112, 112) and clip.dtype == torch.uint8  # grey, as echo is
     assert ef.item() == np.float32(table.EF[0])
-    # grey echo: channels agree up to JPEG chroma rounding
-    assert (clip[:, 0].int() - clip[:, 1].int()).abs().max() <= 3
+    row = table.iloc[0]
+    idx = window_indices(int(row.NumberOfFrames), 8, float(row.FPS), 1.2)  # evaluation: centred window
+    frames = read_frames(phantom_root / "Videos" / f"{row.FileName}.avi", idx)
+    assert torch.equal(clip[:, 0], torch.from_numpy(frames[..., 0]))
 
 
 def test_other_frame_sizes_are_resized(tmp_path):
     root = synthesize(tmp_path / "d64", 3, seed=0, size=64)
     ds = EchoClips(root, read_filelist(root), n_frames=4, size=112)
-    assert ds[0][0].shape == (4, 3, 112, 112)
+    assert ds[0][0].shape == (4, 1, 112, 112)
 
 
 def test_training_items_depend_only_on_seed(phantom_root):

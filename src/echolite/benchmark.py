@@ -115,7 +115,8 @@ def measure(name: str, stage: Stage, runner: Runner, task, evalset, idx, mc, exa
            "metrics": task.score(evalset, pred, idx, ref_pred),
            "prediction": np.round(pred, 4).tolist(),
            "size_bytes": {kind: file_bytes(p) for kind, p in stage.artifacts.items()},
-           "size_compressed_bytes": compressed_bytes(next(iter(stage.artifacts.values()))),
+           "size_compressed_bytes": compressed_bytes(next(iter(stage.artifacts.values())))
+           if stage.artifacts else None,
            "latency_ms": latency,
            "details": {"steps": stage.details, "runtime": facts,
                        "measure_seconds": round(time.perf_counter() - t0, 1)}}
@@ -125,6 +126,54 @@ def measure(name: str, stage: Stage, runner: Runner, task, evalset, idx, mc, exa
     log.info("%s [%s, %s]: %s %.4f, p50 %.2f ms", name, stage.runtime, stage.precision, task.PRIMARY,
              primary, latency["p50"])
     return row, pred
+
+
+def device_rows(task, model: torch.nn.Module, device: torch.device, evalset, idx, mc, example,
+                ref_pred: np.ndarray) -> list[dict]:
+    """The FP32 model timed on an accelerator: fp32, half precision (bf16 where supported, else
+    fp16) and torch.compile, plus INT8 through ONNX Runtime's TensorRT provider where installed.
+
+    Every row carries its device; its ratios are only ever against the fp32 row of that device.
+    Inputs start on the CPU, as a video does; the output is copied back (which synchronises).
+    """
+    import copy
+
+    label = f"{device.type}: {torch.cuda.get_device_name(device) if device.type == 'cuda' else cpu_name()}"
+    half = torch.bfloat16 if device.type != "cuda" or torch.cuda.is_bf16_supported() else torch.float16
+    short = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}
+    rows = []
+    for name, dtype, compiled in ((f"{device.type}-fp32", None, False),
+                                  (f"{device.type}-{short[half]}", half, False),
+                                  (f"{device.type}-fp32-compile", None, True)):
+        net = copy.deepcopy(model).to(device).eval()
+        forward = torch.compile(net, fullgraph=True) if compiled else net
+
+        def run(x, forward=forward, dtype=dtype):
+            with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32,
+                                                 enabled=dtype is not None):
+                return forward(x.to(device, non_blocking=True)).float().cpu()
+
+        stage = Stage(None, precision=short[dtype] + (" autocast" if dtype else ""),
+                      runtime=f"torch{'.compile' if compiled else ''}-{device.type}")
+        try:
+            row, _ = measure(name, stage, Runner(run), task, evalset, idx, mc, example, ref_pred)
+        except Exception as err:  # noqa: BLE001 - a failed device row is a failed row
+            row = failed_row(name, "device", err, "measure")
+        row.update(family="device", device=label)
+        rows.append(row)
+    providers = _ort_providers()
+    if "TensorrtExecutionProvider" not in providers:
+        rows.append({**failed_row(f"{device.type}-int8-tensorrt", "device", RuntimeError(
+            "not available: this onnxruntime has no TensorrtExecutionProvider "
+            f"(it has {', '.join(providers)}); install onnxruntime-gpu with TensorRT"), "measure"),
+            "status": "unavailable", "device": label})
+    return rows
+
+
+def _ort_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return ort.get_available_providers()
 
 
 def measure_all(task, model: torch.nn.Module, recipes: list[Recipe], store, run_dir: Path,
@@ -171,6 +220,8 @@ def measure_all(task, model: torch.nn.Module, recipes: list[Recipe], store, run_
         row["details"]["build_and_measure_seconds"] = round(time.perf_counter() - t0, 1)
         rows.append(row)
 
+    if torch.cuda.is_available():  # GPU rows: labelled with their device, never compared with CPU rows
+        rows += device_rows(task, model, torch.device("cuda"), evalset, idx, mc, example, ref_pred)
     last = time_variant(ref_runner, example, mc)
     first = ref_row["latency_ms"]
     log.info("fp32 eager p50: first %.2f ms, last %.2f ms", first["p50"], last["p50"])

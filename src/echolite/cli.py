@@ -57,6 +57,11 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _log_to(out: Path) -> None:
+    """Append the log to ``out/run.log`` (process 0 of a torchrun launch only; the others log
+    warnings to the console)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        logging.getLogger().setLevel(logging.WARNING)
+        return
     out.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(out / "run.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -84,6 +89,29 @@ def cmd_digits(args) -> int:
     return 0
 
 
+def cmd_cache(args) -> int:
+    from echolite.data import framecache
+    from echolite.tasks.ef import EFTask
+
+    cfg = _config(args)
+    if not cfg.data.root:
+        raise EcholiteError("echolite cache needs --data DIR (a dataset in the EchoNet-Dynamic layout)")
+    data = EFTask.prepare(cfg, Path(cfg.data.root))
+    folder = framecache.cache_folder(data.root, data.key, cfg.data.cache_dir)
+    why = framecache.check(folder, data.root, data.table["FileName"].tolist(), data.key)
+    if why is None and not args.rebuild:
+        print(f"frame cache at {folder} is up to date")
+    else:
+        print(f"frame cache at {folder}: {why or 'rebuild asked'}; building")
+        framecache.build(folder, data.root, data.table, data.key, args.workers)
+    if args.verify:
+        bad = framecache.verify(folder)
+        print(f"verified every video's frames against its sha1: {len(bad)} differ"
+              + (f" ({bad[:3]})" if bad else ""))
+        return 1 if bad else 0
+    return 0
+
+
 def cmd_validate(args) -> int:
     import time
 
@@ -105,20 +133,22 @@ def cmd_validate(args) -> int:
 
 def cmd_train(args) -> int:
     from echolite.run import store_for
-    from echolite.runtime import resolve_device
+    from echolite.runtime import end_distributed, init_distributed, resolve_device
     from echolite.tasks import task_class
     from echolite.train import train_baseline, training_precision
 
     cfg = _config(args)
     out = Path(args.out)
     _log_to(out)
+    device = init_distributed(resolve_device(cfg.train.device))  # under torchrun: DDP
     cls = task_class(cfg.task)
     task = cls(cfg, cls.prepare(cfg, out))
-    device = resolve_device(cfg.train.device)
     amp, note = training_precision(cfg, device, store_for(out))
     log.info("training precision: %s", note)
     best = train_baseline(task, out, device, amp)
-    print(f"best checkpoint: {best}")
+    end_distributed()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"best checkpoint: {best}")
     return 0
 
 
@@ -138,12 +168,13 @@ def cmd_evaluate(args) -> int:
 
 def cmd_run(args) -> int:
     from echolite.run import run
-    from echolite.runtime import resolve_device
+    from echolite.runtime import init_distributed, resolve_device
 
     cfg = _config(args)
     out = Path(args.out or Path("runs") / (cfg.name if cfg.task == "ef" else f"{cfg.task}-{cfg.name}"))
     _log_to(out)
-    run(cfg, out, resolve_device(cfg.train.device))
+    if run(cfg, out, init_distributed(resolve_device(cfg.train.device))) is None:
+        return 0  # a torchrun process other than 0: it trained; process 0 measures and reports
     print((out / "report.md").read_text())
     print(f"results: {out / 'results.json'}")
     return 0
@@ -176,20 +207,34 @@ def cmd_bench(args) -> int:
 def cmd_bench_data(args) -> int:
     from torch.utils.data import DataLoader
 
-    from echolite.data.echonet import EchoClips, read_filelist
+    from echolite.config import apply_overrides, load_config
+    from echolite.data import framecache
+    from echolite.data.echonet import EchoClips
     from echolite.data.sampler import EpochSampler
     from echolite.measure.throughput import loader_throughput
+    from echolite.tasks.ef import EFTask
 
-    table = read_filelist(args.data)
-    table = table[table["Split"] == args.split.upper()]
-    ds = EchoClips(args.data, table, args.frames, args.size, 0, args.sampling)
-    for mode in ("train", "eval"):
-        sampler = EpochSampler(len(ds), 0) if mode == "train" else None
-        loader = DataLoader(ds, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers)
-        r = loader_throughput(loader)
-        print(f"{mode:5s} sampling ({args.sampling}): {r['items_per_s']:.1f} clips/s "
-              f"({args.frames} frames, {r['items']} clips, batch {args.batch_size}, "
-              f"{args.workers} worker(s))")
+    cfg = apply_overrides(load_config(None), [f"data.root={args.data}"] +
+                          ([f"data.cache_dir={args.cache_dir}"] if args.cache_dir else []))
+    data = EFTask.prepare(cfg, Path(args.data))
+    table = data.table[data.table["Split"] == args.split.upper()]
+    folder = framecache.cache_folder(data.root, data.key, cfg.data.cache_dir)
+    why = framecache.check(folder, data.root, table["FileName"].tolist(), data.key)
+    sources = [("AVI decode", None)]
+    if why is None:
+        sources.append(("frame cache", framecache.FrameCache(folder)))
+    if why is not None:
+        print(f"frame cache at {folder}: {why} (build it with `echolite cache --data {args.data}`)")
+    for label, cache in sources:
+        ds = EchoClips(data.root, table, args.frames, args.size, 0, args.sampling, 1.2, cache)
+        for workers in range(1, args.workers + 1):
+            for mode in ("train", "eval"):
+                sampler = EpochSampler(len(ds), 0) if mode == "train" else None
+                loader = DataLoader(ds, batch_size=args.batch_size, sampler=sampler, num_workers=workers)
+                r = loader_throughput(loader)
+                print(f"{label:11s} {mode:5s} sampling ({args.sampling}): {r['items_per_s']:7.1f} clips/s "
+                      f"({args.frames} frames, {r['items']} clips, batch {args.batch_size}, "
+                      f"{workers} worker(s))")
     return 0
 
 
@@ -241,6 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.set_defaults(func=cmd_digits)
 
+    p = sub.add_parser("cache", help="build (or check) the decoded-frame cache of an EF dataset")
+    _add_config_flags(p)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--rebuild", action="store_true", help="rebuild even if up to date")
+    p.add_argument("--verify", action="store_true", help="recompute every video's checksum from the cache")
+    p.set_defaults(func=cmd_cache)
+
     p = sub.add_parser("validate", help="check a dataset before any long work")
     p.add_argument("--data", required=True)
     p.add_argument("--task", default=None, help="ef (default) | cifar10 | another registered task")
@@ -275,10 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-seconds", type=float, default=None, help="seconds per variant (at least)")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("bench-data", help="clip loader throughput (clips/s) on a dataset split")
+    p = sub.add_parser("bench-data", help="clip loader throughput (clips/s) on a dataset split, "
+                       "decoding AVI and from the frame cache, for 1..N workers")
     p.add_argument("--data", required=True)
+    p.add_argument("--cache-dir", default=None, help="where frame caches live (data.cache_dir)")
     p.add_argument("--split", default="TRAIN")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int, default=2, help="up to this many worker processes")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--size", type=int, default=112)

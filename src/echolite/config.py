@@ -38,6 +38,9 @@ class TrainConfig:
     step_epochs: int = 5  # with schedule=step: x0.1 every this many epochs
     grad_clip: float = 1.0  # max gradient norm, 0 disables
     amp: str = "auto"  # auto | off | bf16 | fp16 (auto: see runtime.resolve_amp; measured)
+    compile: bool = False  # torch.compile the training forward (GPUs; costs a compilation first)
+    freeze_bn: bool = False  # BatchNorm on running statistics while training (tiny per-device batches;
+    #                          then N processes compute exactly what one process does)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
 
@@ -89,9 +92,11 @@ class CompressConfig:
     ort_calibrator: str = "minmax"  # static-int8-ort's calibrator
     qat_epochs: int = 1
     qat_lr: float = 1.0e-5
+    qat_items: int = 0  # TRAIN items per QAT epoch; 0 = all
     finetune_epochs: int = 2  # fine-tuning after pruning (and gradual pruning's schedule)
     finetune_lr: float = 1.0e-4
-    finetune_items: int = 0  # TRAIN items per fine-tuning/QAT epoch; 0 = all
+    finetune_items: int = 0  # TRAIN items per fine-tuning epoch; 0 = all
+    finetune_warmup: float = 0.3  # epochs of learning-rate warm-up
     prune_importance: str = "l1"  # structured pruning's channel criterion: l1 | l2 | bn | taylor
     prune_keep: list = field(default_factory=list)  # module names never pruned (besides the output)
     sensitivity_items: int = 48  # VAL items scoring per-layer sensitivity / the fallback search

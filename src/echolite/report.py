@@ -77,7 +77,33 @@ def prune_level(row: dict) -> tuple[str, float] | None:
 
 
 def ok_rows(results: dict) -> list[dict]:
-    return [r for r in results["rows"] if r["status"] == "ok"]
+    """The rows measured on the reference's device (rows of other devices are reported apart)."""
+    return [r for r in results["rows"] if r["status"] == "ok" and r.get("family") != "device"]
+
+
+def device_table(results: dict) -> list[str]:
+    """Rows timed on another device (a GPU), with ratios against that device's fp32 row only."""
+    rows = [r for r in results["rows"] if r.get("family") == "device"]
+    if not rows:
+        return []
+    p = primary(results)
+    item, batch = results["task"]["item"], results["measure"]["throughput_batch"]
+    lines = [f"## On {rows[0]['device']}", "",
+             "Timed on this device alone: its ratios are against its own fp32 row, never against CPU "
+             "rows.", "", f"| variant | precision | runtime | {p['label']} | p50 / p90 ms | "
+             f"× vs fp32 on this device | {item}s/s @{batch} |", "|---|---|---|---|---|---|---|"]
+    base = next((r for r in rows if r["status"] == "ok" and r["precision"] == "fp32"
+                 and "compile" not in r["backend"]), None)
+    for r in rows:
+        if r["status"] != "ok":
+            lines.append(f"| {r['name']} | — | — | — | **{r['status']}**: {r['error']} | — | — |")
+            continue
+        lat = r["latency_ms"]
+        ratio = f"{lat['p50'] / base['latency_ms']['p50']:.2f}×" if base else "—"
+        lines.append(f"| {r['name']} | {r['precision']} | {r['backend']} | "
+                     f"{r['metrics']['values'][p['key']]['value']:{p['fmt']}} | {_ms(lat['p50'])} / "
+                     f"{_ms(lat['p90'])} | {ratio} | {lat['throughput_items_per_s']:.1f} |")
+    return lines + [""]
 
 
 def reference(results: dict) -> dict:
@@ -160,7 +186,7 @@ def summary_lines(results: dict) -> list[str]:
                      f"{ref_p50 / best['latency_ms']['p50']:.1f}× "
                      f"faster on {meas['device']}; paired Δ{p['label']} "
                      f"{_delta_cell(d, p['fmt'], task['budget']['relative'])}.")
-    failed = [r["name"] for r in results["rows"] if r["status"] != "ok"]
+    failed = [r["name"] for r in results["rows"] if r["status"] == "failed"]
     n_ok = len(ok_rows(results)) - 1
     lines.append(f"- {n_ok} variant(s) measured" + (f", {len(failed)} failed ({', '.join(failed)})"
                                                      if failed else ", none failed")
@@ -182,7 +208,8 @@ def table_markdown(results: dict) -> str:
             + (["GMACs (×)", "params M"] if show_macs else [])
             + ["p50 / p90 ms (×)", f"{task['item']}s/s @{meas['throughput_batch']}"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for family in FAMILIES + tuple(sorted({r.get("family") for r in results["rows"]} - set(FAMILIES))):
+    others = {r.get("family") for r in results["rows"]} - set(FAMILIES) - {"device"}
+    for family in FAMILIES + tuple(sorted(others)):
         rows = [r for r in results["rows"] if r.get("family") == family]
         if not rows:
             continue
@@ -230,13 +257,24 @@ def header_lines(results: dict) -> list[str]:
 
 
 # --- figures ---------------------------------------------------------------------------------------
-def plt():
-    import matplotlib
+class _Figures:
+    """Figures drawn on matplotlib's object API (no pyplot, no global backend): report files
+    render anywhere, and a notebook that generates a report keeps its own inline backend."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as pyplot
+    @staticmethod
+    def subplots(*args, figsize=None, **kwargs):
+        from matplotlib.figure import Figure
 
-    return pyplot
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots(*args, **kwargs)
+
+    @staticmethod
+    def close(fig) -> None:
+        fig.clear()
+
+
+def plt() -> _Figures:
+    return _Figures()
 
 
 def plain_axis(axis) -> None:
@@ -408,10 +446,11 @@ def write_report(run_dir: str | Path) -> Path:
     lines = [f"# echolite run `{results['run']['name']}` — {results['task']['title']}", "",
              "## Summary", "", *summary_lines(results), "", *task.report_sections(results),
              "## Variants", "", *header_lines(results), "", table_markdown(results), ""]
+    lines += device_table(results)
     notes = dropped_notes(results)
     if notes:
         lines += ["Bootstrap notes:", "", *notes, ""]
-    failed = [r for r in results["rows"] if r["status"] != "ok"]
+    failed = [r for r in results["rows"] if r["status"] == "failed"]
     if failed:
         lines += ["Failed variants are reported, never replaced by another method:", ""]
         lines += [f"- `{r['name']}` ({r.get('phase')}): {r['error']}" for r in failed] + [""]

@@ -28,6 +28,45 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def dist_info() -> tuple[int, int, int]:
+    """(rank, world size, local rank) while a process group is up; (0, 1, 0) otherwise."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+    return 0, 1, 0
+
+
+def init_distributed(device: torch.device) -> torch.device:
+    """Join the process group torchrun set up (NCCL on GPUs, gloo on CPUs); returns this process's
+    device (its own GPU under torchrun). A process not started by torchrun is left alone."""
+    world, local = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
+    if world == 1:
+        return device
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def end_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from echolite import EcholiteError
 from echolite.data.sampler import EpochSampler
-from echolite.runtime import atomic_torch_save, autocast, seed_everything
+from echolite.runtime import atomic_torch_save, autocast, barrier, dist_info, seed_everything
 
 log = logging.getLogger(__name__)
 BEST, LAST = "best.pt", "last.pt"
@@ -85,23 +85,36 @@ def fit(task, model: torch.nn.Module, schedule: Schedule, device: torch.device, 
     tc = task.cfg.train
     hib = task.metric(task.PRIMARY).higher_is_better
     better = (lambda a, b: a > b) if hib else (lambda a, b: a < b)
+    rank, world, _ = dist_info()
+    if tc.batch_size % world:
+        raise EcholiteError(f"train.batch_size={tc.batch_size} is the global batch: it must be divisible "
+                            f"by the {world} processes")
+    batch = tc.batch_size // world  # per process; the global batch is the same at any world size
     dataset = task.train_dataset()
-    sampler = EpochSampler(len(dataset), tc.seed, max_items)
-    loader = DataLoader(dataset, batch_size=tc.batch_size, sampler=sampler, drop_last=True,
+    sampler = EpochSampler(len(dataset), tc.seed, max_items, rank, world, batch)
+    loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True,
                         num_workers=task.num_workers)
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         raise EcholiteError(f"TRAIN has {len(sampler)} items per epoch, fewer than one batch "
                             f"(train.batch_size={tc.batch_size})")
+    net = model  # the module itself: VAL scoring, checkpoints
+    if world > 1:
+        if device.type == "cuda":
+            net = model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     params = [p for p in model.parameters() if p.requires_grad]
+    forward = torch.compile(model) if tc.compile and out_dir is not None else model  # the baseline only
     opt = torch.optim.AdamW(params, lr=schedule.lr, weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule.factor(steps_per_epoch))
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
 
     start, history, best, best_epoch, best_state = 0, [], None, 0, None
     resume = _load_last(out_dir)
+    writer = out_dir is not None and rank == 0  # one process writes checkpoints
     if resume is not None:
-        model.load_state_dict(resume["model"])
+        net.load_state_dict(resume["model"])
         opt.load_state_dict(resume["optimizer"])
         sched.load_state_dict(resume["scheduler"])
         _set_rng(resume["rng"])
@@ -109,14 +122,18 @@ def fit(task, model: torch.nn.Module, schedule: Schedule, device: torch.device, 
         best, best_epoch = resume["best_score"], resume["best_epoch"]
         log.info("%s: resuming after epoch %d of %d", desc, start, schedule.epochs)
     elif score_start:
-        best = task.val_score(model, device, amp)
-        best_state = _state(model)
+        best = task.val_score(net, device, amp)
+        best_state = _state(net)
         history.append({"epoch": 0, "val_score": best})
         log.info("%s: before training: VAL %s %.4f", desc, task.PRIMARY, best)
 
     for epoch in range(start, schedule.epochs):
         sampler.set_epoch(epoch)
         model.train()
+        if tc.freeze_bn:
+            for m in net.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         if on_epoch is not None:
             on_epoch(epoch)
         t0, losses = time.perf_counter(), []
@@ -126,7 +143,7 @@ def fit(task, model: torch.nn.Module, schedule: Schedule, device: torch.device, 
             x = x.to(device, non_blocking=True).float()
             target = target.to(device)
             with autocast(device, amp):
-                out = model(x)
+                out = forward(x)
             loss = task.loss(out.float(), target)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -138,8 +155,8 @@ def fit(task, model: torch.nn.Module, schedule: Schedule, device: torch.device, 
             sched.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        score = task.val_score(model, device, amp)
-        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_score": score,
+        score = task.val_score(net, device, amp)
+        row = {"epoch": epoch + 1, "train_loss": _mean_over_processes(losses, device), "val_score": score,
                "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
         history.append(row)
         log.info("%s epoch %d/%d  loss %.4f  VAL %s %.4f  (%.0f s)", desc, epoch + 1, schedule.epochs,
@@ -148,9 +165,9 @@ def fit(task, model: torch.nn.Module, schedule: Schedule, device: torch.device, 
         if improved:
             best, best_epoch = score, epoch + 1
             if keep_best and out_dir is None:
-                best_state = _state(model)
-        if out_dir is not None:
-            state = _state(model)
+                best_state = _state(net)
+        if writer:
+            state = _state(net)
             base = {**(record or {}), "history": history}
             if improved:
                 atomic_torch_save({**base, "model": state, "epoch": epoch + 1, "val_score": score},
@@ -159,10 +176,21 @@ def fit(task, model: torch.nn.Module, schedule: Schedule, device: torch.device, 
                                "scheduler": sched.state_dict(), "rng": _get_rng(),
                                "epoch": epoch + 1, "best_score": best, "best_epoch": best_epoch,
                                "finished": epoch + 1 == schedule.epochs}, out_dir / LAST)
+        barrier()
     if keep_best and best_state is not None and best_epoch != history[-1]["epoch"]:
-        model.load_state_dict(best_state)
+        net.load_state_dict(best_state)
         log.info("%s: keeping epoch %d (best VAL %s %.4f)", desc, best_epoch, task.PRIMARY, best)
     return FitResult(history, float(best), best_epoch)
+
+
+def _mean_over_processes(losses: list[float], device: torch.device) -> float:
+    """The mean training loss of the epoch over every process's batches."""
+    import torch.distributed as dist
+
+    total = torch.tensor([float(np.sum(losses)), float(len(losses))], dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(total)
+    return float(total[0] / total[1])
 
 
 def _state(model: torch.nn.Module) -> dict:
@@ -200,19 +228,26 @@ def training_precision(cfg, device: torch.device, store=None) -> tuple[torch.dty
     def probe() -> dict:
         if store is None:
             return training_step_seconds(cfg, device)
-        cls = task_class(cfg.task)
-        entry = store.entry("amp", "training precision probe", {
-            "cpu": cpu_name(), "flags": sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx"))),
-            "device": device.type, "threads": torch.get_num_threads(), "model": cls.model_name(cfg),
-            "shape": [cfg.train.batch_size, *cls.example_shape(cfg)],
-            "versions": package_versions(("torch",))})
+        if dist_info()[0] != 0:  # process 0 times, the others read its decision
+            barrier()
+            return json.loads((entry_for().path / "seconds.json").read_text())
+        entry = entry_for()
         if not entry.complete:
             log.info("timing a training step in fp32 and in bf16 to resolve train.amp=auto (%s)",
                      entry.describe_miss())
             seconds = training_step_seconds(cfg, device)
             with entry.build() as tmp:
                 (tmp / "seconds.json").write_text(json.dumps(seconds))
+        barrier()
         return json.loads((entry.path / "seconds.json").read_text())
+
+    def entry_for():
+        cls = task_class(cfg.task)
+        return store.entry("amp", "training precision probe", {
+            "cpu": cpu_name(), "flags": sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx"))),
+            "device": device.type, "threads": torch.get_num_threads(), "model": cls.model_name(cfg),
+            "shape": [cfg.train.batch_size, *cls.example_shape(cfg)],
+            "versions": package_versions(("torch",))})
 
     return resolve_amp(device, cfg.train.amp, probe)
 

@@ -60,21 +60,37 @@ def sparsity(module: nn.Module) -> dict:
 
 
 # --- fine-tuning ---------------------------------------------------------------------------------
-def recalibrate_bn(module: nn.Module, batches) -> int:
-    """Re-estimate BatchNorm running statistics as a plain average over ``batches`` (no weights change)."""
+BN_BATCH = 16  # items per forward when re-estimating BatchNorm statistics
+
+
+def recalibrate_bn(module: nn.Module, items, batch: int = BN_BATCH) -> int:
+    """Re-estimate BatchNorm running statistics from ``items`` (input batches of any size), with
+    no weight changing: the running mean and variance become the average over forwards of
+    ``batch`` items each. Batches of one item would leave out the variance between items
+    (measured on the phantom: a VAL error 27 % above FP32 instead of 3 % after 50 % unstructured
+    pruning)."""
     bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return 0
     saved = [(m, m.momentum) for m in bns]
     for m in bns:
         m.reset_running_stats()
-        m.momentum = None  # cumulative moving average = the mean over all batches
+        m.momentum = None  # cumulative moving average = the mean over all forwards
     module.train()
-    n = 0
-    with torch.no_grad():
-        for x in batches:
-            module(x)
-            n += len(x)
+    n, pending = 0, []
+
+    def forward(parts):
+        with torch.no_grad():
+            module(torch.cat(parts))
+        return sum(len(p) for p in parts)
+
+    for x in items:
+        pending.append(x)
+        if sum(len(p) for p in pending) >= batch:
+            n += forward(pending)
+            pending = []
+    if pending and n == 0:  # a short tail would weigh as much as a full batch: only if it is all
+        n += forward(pending)
     for m, momentum in saved:
         m.momentum = momentum
     module.eval()
@@ -103,8 +119,10 @@ class FineTuneConfig(StepConfig):
     Attributes:
         epochs, lr: cosine schedule from ``lr`` (AdamW; the task's batch size and weight decay).
         max_items: TRAIN items per epoch; 0 = all.
+        warmup_epochs: linear warm-up of the learning rate (AdamW starts without moments).
         keep_best: keep the epoch with the best VAL score (epoch 0 = no fine-tuning counts too).
-        bn_items: calibration items to re-estimate BatchNorm statistics with afterwards; 0 = off.
+        bn_items: calibration items to re-estimate BatchNorm statistics with afterwards; 0 = off
+            (training keeps them current).
     """
 
     key: ClassVar[str] = "finetune"
@@ -114,8 +132,9 @@ class FineTuneConfig(StepConfig):
     epochs: int = 2
     lr: float = 1e-4
     max_items: int = 0
+    warmup_epochs: float = 0.0
     keep_best: bool = True
-    bn_items: int = 64
+    bn_items: int = 0
 
     def __post_init__(self):
         if self.epochs < 1 or self.lr <= 0 or self.max_items < 0 or self.bn_items < 0:
@@ -130,7 +149,8 @@ def finetune(stage: Stage, cfg: FineTuneConfig, ctx: Context) -> Stage:
     before = sparsity(module)["overall"]
     held = _hold_zeros(module)
     t0 = time.perf_counter()
-    history = ctx.finetune(module, cfg.epochs, cfg.lr, max_items=cfg.max_items, keep_best=cfg.keep_best)
+    history = ctx.finetune(module, cfg.epochs, cfg.lr, max_items=cfg.max_items, keep_best=cfg.keep_best,
+                           warmup_epochs=cfg.warmup_epochs)
     _release(held)
     bn = recalibrate_bn(module, _take(ctx.calibration(), cfg.bn_items)) if cfg.bn_items else 0
     pick = max if ctx.higher_is_better else min
@@ -169,6 +189,8 @@ class UnstructuredPruneConfig(StepConfig):
             by the cubic schedule s_t = s (1 - (1 - t/T)^3) (Zhu & Gupta, 2017), pruning at the
             start of every epoch; ``lr`` is that fine-tuning's learning rate.
         keep: module names left dense (the task's output layer always is).
+        bn_items: one-shot only: calibration items to re-estimate BatchNorm statistics after
+            pruning (measured: recovers most of the loss without any training); 0 = off.
     """
 
     key: ClassVar[str] = "unstructured_prune"
@@ -181,6 +203,7 @@ class UnstructuredPruneConfig(StepConfig):
     lr: float = 1e-4
     max_items: int = 0
     keep: tuple[str, ...] = ()
+    bn_items: int = 64
 
     def __post_init__(self):
         if not 0.0 <= self.sparsity < 1.0:
@@ -241,6 +264,8 @@ def unstructured_prune(stage: Stage, cfg: UnstructuredPruneConfig, ctx: Context)
     for _, m in layers:
         if tprune.is_pruned(m):
             tprune.remove(m, "weight")  # masks made permanent: plain zeros in a plain weight
+    if not cfg.gradual_epochs and cfg.bn_items and cfg.sparsity > 0:
+        details["bn_recalibrated_on"] = recalibrate_bn(module, _take(ctx.calibration(), cfg.bn_items))
     module.eval()
     s = _sparsity_over(module, [n for n, _ in layers])
     details.update(reached_sparsity=s["overall"], per_layer_sparsity=s["per_layer"],

@@ -129,12 +129,12 @@ def _ort_fallback(cc):
 
 @builtin(r"qat-int8", "qat-int8")
 def _qat(cc):
-    return [_steps()["qat"](epochs=cc.qat_epochs, lr=cc.qat_lr, max_items=cc.finetune_items)]
+    return [_steps()["qat"](epochs=cc.qat_epochs, lr=cc.qat_lr, max_items=cc.qat_items)]
 
 
 def _finetune(cc):
     return _steps()["finetune"](epochs=cc.finetune_epochs, lr=cc.finetune_lr, max_items=cc.finetune_items,
-                                bn_items=cc.calib_items)
+                                warmup_epochs=cc.finetune_warmup)
 
 
 _TAILS = {"int8": _static, "int8-ort": _ort, "int8-ov": _ov, "qat": _qat, "ort": _fp32_ort,
@@ -158,7 +158,7 @@ def _unstructured(cc, pct, layer=None, gradual=None, ft=None, tail=None):
     steps = [_steps()["unstructured_prune"](sparsity=int(pct) / 100, scope="layer" if layer else "global",
                                             gradual_epochs=cc.finetune_epochs if gradual else 0,
                                             lr=cc.finetune_lr, max_items=cc.finetune_items,
-                                            keep=tuple(cc.prune_keep))]
+                                            keep=tuple(cc.prune_keep), bn_items=cc.calib_items)]
     steps += [_finetune(cc)] if ft else []
     return steps + (_TAILS[tail](cc) if tail else [])
 

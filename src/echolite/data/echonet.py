@@ -95,11 +95,14 @@ SAMPLINGS = ("window", "spread")
 
 
 class EchoClips(torch.utils.data.Dataset):
-    """Clips of one split as uint8 tensors (n_frames, 3, size, size), with their EF (%).
+    """Clips of one split as uint8 grey tensors (n_frames, 1, size, size), with their EF (%).
 
-    Items are addressed either by an int (evaluation: evenly spread frames) or by a tuple
-    ``(index, seed)`` from :class:`EpochSampler` (training: stratified random frames and an
-    optional random shift, deterministic in the seed whatever the number of workers).
+    Echocardiograms are grey: one channel is read (the model repeats it to the three its
+    backbone takes), from the decoded-frame cache if one is given, else by decoding the AVI.
+
+    Items are addressed either by an int (evaluation: deterministic frames) or by a tuple
+    ``(index, seed)`` from :class:`echolite.data.sampler.EpochSampler` (training: random frames
+    and an optional random shift, deterministic in the seed whatever the number of workers).
 
     Args:
         root: dataset root.
@@ -109,16 +112,17 @@ class EchoClips(torch.utils.data.Dataset):
         shift_px: training augmentation: random translation of up to this many pixels.
         sampling: ``window`` (:func:`window_indices`, ``window_s`` seconds) or ``spread``
             (:func:`eval_indices` / :func:`train_indices` over the whole video).
+        cache: a :class:`echolite.data.framecache.FrameCache` holding these videos, or None.
     """
 
     def __init__(self, root, table: pd.DataFrame, n_frames: int = 8, size: int = 112,
-                 shift_px: int = 0, sampling: str = "window", window_s: float = 1.2):
+                 shift_px: int = 0, sampling: str = "window", window_s: float = 1.2, cache=None):
         if sampling not in SAMPLINGS:
             raise EcholiteError(f"sampling must be one of {SAMPLINGS}, but got {sampling!r}")
         self.root = Path(root)
         self.table = table.reset_index(drop=True)
         self.n_frames, self.size, self.shift_px = n_frames, size, shift_px
-        self.sampling, self.window_s = sampling, window_s
+        self.sampling, self.window_s, self.cache = sampling, window_s, cache
         self.fps = self.table["FPS"].to_numpy(np.float64)
         self.names = self.table["FileName"].tolist()
         self.ef = self.table["EF"].to_numpy(np.float32)
@@ -139,36 +143,40 @@ class EchoClips(torch.utils.data.Dataset):
             idx = eval_indices(n, self.n_frames)
         else:
             idx = train_indices(n, self.n_frames, rng)
-        frames = read_frames(video_path(self.root, self.names[item]), idx)  # (T, H, W, 3)
-        if frames.shape[1:3] != (self.size, self.size):
+        if self.cache is not None:
+            frames = self.cache.clip(self.names[item], idx)  # (T, H, W), no decoding
+        else:
+            frames = read_frames(video_path(self.root, self.names[item]), idx)[..., 0]  # (T, H, W)
+        if frames.shape[1:] != (self.size, self.size):
             frames = np.stack([
                 cv2.resize(f, (self.size, self.size), interpolation=cv2.INTER_AREA) for f in frames
             ])
         if rng is not None and self.shift_px > 0:
             frames = _random_shift(frames, self.shift_px, rng)
-        clip = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))
+        clip = torch.from_numpy(np.ascontiguousarray(frames[:, None]))  # (T, 1, H, W)
         return clip, torch.tensor(self.ef[item])
 
 
 def _random_shift(frames: np.ndarray, pad: int, rng: np.random.Generator) -> np.ndarray:
     """Zero-pad by ``pad`` and crop back at a random offset (EchoNet's augmentation)."""
-    t, h, w, c = frames.shape
-    padded = np.zeros((t, h + 2 * pad, w + 2 * pad, c), frames.dtype)
+    t, h, w = frames.shape
+    padded = np.zeros((t, h + 2 * pad, w + 2 * pad), frames.dtype)
     padded[:, pad : pad + h, pad : pad + w] = frames
     i, j = rng.integers(0, 2 * pad + 1, 2)
     return padded[:, i : i + h, j : j + w]
 
 
 def pixel_stats(dataset: EchoClips, max_videos: int = 64, seed: int = 0) -> tuple[list, list]:
-    """Per-channel mean and std (0..255 scale) over evenly sampled frames of up to ``max_videos``."""
+    """Mean and std (0..255 scale) of the grey frames of up to ``max_videos`` videos, repeated
+    for the three channels the model's backbone takes."""
     rng = np.random.default_rng(seed)
     picks = rng.permutation(len(dataset))[:max_videos]
-    total, total_sq, count = np.zeros(3), np.zeros(3), 0
+    total, total_sq, count = 0.0, 0.0, 0
     for i in picks:
-        clip = dataset[int(i)][0].numpy().astype(np.float64)  # (T, 3, H, W)
-        total += clip.sum(axis=(0, 2, 3))
-        total_sq += (clip**2).sum(axis=(0, 2, 3))
-        count += clip.shape[0] * clip.shape[2] * clip.shape[3]
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-6))
-    return mean.tolist(), std.tolist()
+        clip = dataset[int(i)][0].numpy().astype(np.float64)  # (T, 1, H, W)
+        total += clip.sum()
+        total_sq += (clip**2).sum()
+        count += clip.size
+    mean = float(total / count)
+    std = float(np.sqrt(max(total_sq / count - mean**2, 1e-6)))
+    return [mean] * 3, [std] * 3  # plain floats: checkpoints load with weights_only=True

@@ -1,7 +1,9 @@
 """EF regressor: ResNet-18 per frame -> global average pool -> temporal pooling -> linear head.
 
-Input: float (B, T, 3, H, W) raw pixel values 0..255 (the model normalises them itself, so a
-deployed artifact needs no preprocessing code). Output: (B,) EF in percent.
+Input: float (B, T, C, H, W) raw pixel values 0..255, C = 1 (grey, as echo is and as the data
+pipeline delivers it) or 3; the model repeats a grey channel to the three the ResNet takes and
+normalises the values itself, so a deployed artifact needs no preprocessing code.
+Output: (B,) EF in percent.
 """
 
 from __future__ import annotations
@@ -75,7 +77,10 @@ class EFRegressor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t = x.shape[:2]
-        frames = (x.flatten(0, 1) - self.pixel_mean) / self.pixel_std  # (B*T, 3, H, W)
+        frames = x.flatten(0, 1)  # (B*T, C, H, W)
+        if frames.shape[1] == 1:
+            frames = frames.expand(-1, 3, -1, -1)  # grey -> the 3 channels of the backbone
+        frames = (frames - self.pixel_mean) / self.pixel_std  # (B*T, 3, H, W)
         feats = self.backbone(frames).view(b, t, -1)  # (B, T, 512)
         z = self.head(self.pool(feats)).squeeze(1)  # (B,)
         return self.ef_mean + self.ef_std * z

@@ -165,9 +165,25 @@ class Task(abc.ABC):
         """Training loss of a batch (model output and target, on the training device)."""
 
     def val_score(self, model: torch.nn.Module, device: torch.device, amp=None) -> float:
-        """The primary metric on the whole VAL split (model selection)."""
+        """The primary metric on the whole VAL split (model selection). In a distributed run every
+        process predicts its share and the outputs are gathered: every item counts once."""
+        from echolite.runtime import dist_info
+
         evalset = self.eval_set("VAL")
-        outputs = predict_outputs(model_runner(model, device, amp), evalset, self.cfg.train.batch_size)
+        rank, world, _ = dist_info()
+        run = model_runner(model, device, amp)
+        if world == 1:
+            outputs = predict_outputs(run, evalset, self.cfg.train.batch_size)
+        else:
+            import torch.distributed as dist
+
+            mine = np.arange(rank, len(evalset), world)
+            part = EvalSet(evalset.inputs[mine], evalset.targets[mine], [], evalset.split)
+            shares: list = [None] * world
+            dist.all_gather_object(shares, (mine, predict_outputs(run, part, self.cfg.train.batch_size)))
+            outputs = torch.empty(len(evalset), *shares[0][1].shape[1:])
+            for index, out in shares:
+                outputs[torch.as_tensor(index)] = out
         return self.primary_fn()(evalset.targets, self.decode(outputs))
 
     # --- compression --------------------------------------------------------------------------
@@ -279,6 +295,8 @@ def predict_outputs(fn: Callable, evalset: EvalSet, batch: int) -> torch.Tensor:
     (so a compiled runtime sees only the shapes 1 and ``batch``) and the padding dropped."""
     outs = []
     n = len(evalset)
+    if n == 0:
+        return torch.empty(0)
     for start in range(0, n, batch):
         x = evalset.inputs[start:start + batch]
         real = len(x)

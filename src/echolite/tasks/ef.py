@@ -1,7 +1,8 @@
 """Ejection fraction from echocardiogram videos in the EchoNet-Dynamic layout (or the phantom).
 
-Items are clips of ``n_frames`` frames (uint8, (T, 3, H, W)); targets are EF in percent; the model
-is the ResNet-18 EF regressor of :mod:`echolite.models.ef`.
+Items are clips of ``n_frames`` grey frames (uint8, (T, 1, H, W)), read from the decoded-frame
+cache when there is one; targets are EF in percent; the model is the ResNet-18 EF regressor of
+:mod:`echolite.models.ef`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class EFDataConfig:
     num_workers: int = 1  # DataLoader worker processes
     stats_items: int = 64  # TRAIN videos used to estimate pixel mean/std
     drop_bad_rows: bool = False  # drop rows that fail validation instead of stopping
+    frame_cache: bool = False  # build the decoded-frame cache if missing (an existing one is always used)
+    cache_dir: str | None = None  # where frame caches live; None = <dataset root>/.echolite-frames
 
     def __post_init__(self):
         if self.sampling not in SAMPLINGS:
@@ -75,8 +78,11 @@ class EFTask(Task):
     DataConfig, ModelConfig, EvalConfig = EFDataConfig, EFModelConfig, EFEvalConfig
 
     def __init__(self, cfg, data: DataRef):
+        from echolite.data.framecache import open_cache
+
         super().__init__(cfg, data)
         self._evalsets: dict = {}
+        self.cache = open_cache(data.root, data.table, data.key, cfg.data.cache_dir, cfg.data.frame_cache)
         train = self.split_rows("TRAIN")["EF"].to_numpy(np.float64)
         self.ef_mean, self.ef_std = float(train.mean()), float(train.std())
 
@@ -114,7 +120,7 @@ class EFTask(Task):
                 raise EcholiteError(f"{root}: no {'/'.join(empty)} rows left after dropping bad rows")
         else:
             raise EcholiteError(report.summary() + " (see above; data.drop_bad_rows=true skips bad rows)")
-        key = digest({"root": str(root.resolve()),
+        key = digest({"root": str(root.resolve()), "clips": "uint8 grey (T, 1, H, W)",
                       "table": bytes_digest([table.to_csv(index=False).encode()])})
         splits = {s: int((table["Split"] == s).sum()) for s in ("TRAIN", "VAL", "TEST")}
         return DataRef(root, table, key, {"root": str(root), "kind": kind, "splits": splits})
@@ -134,7 +140,7 @@ class EFTask(Task):
     def _clips(self, rows: pd.DataFrame, train: bool) -> EchoClips:
         d = self.cfg.data
         return EchoClips(self.data.root, rows, d.n_frames, d.size, d.shift_px if train else 0,
-                         d.sampling, d.window_s)
+                         d.sampling, d.window_s, self.cache)
 
     # --- model --------------------------------------------------------------------------------
     @classmethod
@@ -151,7 +157,7 @@ class EFTask(Task):
 
     @classmethod
     def example_shape(cls, cfg) -> tuple[int, ...]:
-        return (cfg.data.n_frames, 3, cfg.data.size, cfg.data.size)
+        return (cfg.data.n_frames, 1, cfg.data.size, cfg.data.size)
 
     def init_stats(self) -> dict:
         mean, std = pixel_stats(self._clips(self.split_rows("TRAIN"), train=False),
@@ -174,7 +180,7 @@ class EFTask(Task):
     # --- compression and evaluation -----------------------------------------------------------
     def example_input(self) -> torch.Tensor:
         clip, _ = self._clips(self.split_rows("TEST").iloc[:1], train=False)[0]
-        return clip.unsqueeze(0).float()  # (1, T, 3, H, W)
+        return clip.unsqueeze(0).float()  # (1, T, 1, H, W)
 
     def calibration_inputs(self, n: int, split: str) -> list[torch.Tensor]:
         inputs = self.eval_set(split, limit=n, seed=1).inputs
