@@ -44,6 +44,17 @@ def test_recommends_the_fastest_variant_whose_paired_bound_is_within_budget():
     assert best["name"] == "good" and "within the budget" in why
 
 
+def test_the_choice_is_made_on_val_not_on_test():
+    fast = _row("fast", 5.0, 3_000_000, (0.01, -0.02, 0.04))  # within budget on TEST...
+    fast["selection"] = {"split": "VAL", "paired_delta": {"mae": {"relative": 0.06, "rel_ci_low": 0.02,
+                                                                 "rel_ci_high": 0.11}}}  # ...not on VAL
+    slow = _row("slow", 9.0, 11_000_000, (0.03, -0.01, 0.08))  # outside on TEST, within on VAL
+    slow["selection"] = {"split": "VAL", "paired_delta": {"mae": {"relative": 0.0, "rel_ci_low": -0.02,
+                                                                 "rel_ci_high": 0.02}}}
+    best, why = recommend(results([fast, slow]))
+    assert best["name"] == "slow" and "bound on VAL" in why
+
+
 def test_none_qualifies_is_said():
     r = results([_row("a", 5.0, 3_000_000, (0.02, 0.01, 0.08)), _row("b", 9.0, 11_000_000, (0.1, 0.06, 0.2))])
     best, why = recommend(r)

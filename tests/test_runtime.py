@@ -7,6 +7,26 @@ from echolite.runtime import resolve_amp
 CPU = torch.device("cpu")
 
 
+def test_the_precision_probe_is_timed_once_and_kept_in_the_store(monkeypatch, tmp_path):
+    from echolite.cache import Store
+    from echolite.config import apply_overrides, load_config
+    from echolite.measure import training
+    from echolite.train import training_precision
+
+    calls = []
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: ["avx512_bf16"])
+    monkeypatch.setattr(training, "training_step_seconds",
+                        lambda cfg, device: calls.append(1) or {"fp32": 2.0, "bf16": 1.0})
+    cfg = apply_overrides(load_config("smoke"), ["train.amp=auto"])
+    store = Store(tmp_path)
+    first = training_precision(cfg, CPU, store)
+    second = training_precision(cfg, CPU, store)
+    assert first == second and first[0] == torch.bfloat16 and len(calls) == 1
+    other = apply_overrides(load_config("smoke"), ["train.amp=auto", "train.batch_size=8"])
+    training_precision(other, CPU, store)
+    assert len(calls) == 2  # another batch: timed again
+
+
 @pytest.mark.parametrize("flags, requested, seconds, dtype, note", [
     ([], "auto", None, None, "no bf16 instructions"),
     (["avx512_bf16"], "auto", {"fp32": 2.07, "bf16": 1.05}, torch.bfloat16, "1.05 s in bf16 vs 2.07 s"),

@@ -11,8 +11,10 @@ failed row with its error; nothing is replaced by another method.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +24,12 @@ from echolite import EcholiteError
 from echolite.cache import digest, tensors_digest
 from echolite.compress.base import CompressionError, Context, Stage
 from echolite.compress.prune import macs_and_params
-from echolite.compress.pt2e import INDUCTOR
+from echolite.compress.pt2e import EAGER, INDUCTOR
 from echolite.compress.recipes import Recipe, StepFailed, build, reference_stage
 from echolite.compress.runtimes import Runner, load_module, open_runner
 from echolite.measure.latency import time_callable
 from echolite.measure.size import compressed_bytes, file_bytes
-from echolite.metrics.bootstrap import resample_indices
+from echolite.metrics.bootstrap import paired_delta, resample_indices
 from echolite.runtime import atomic_write_json, cpu_name
 from echolite.tasks.base import predict_outputs
 
@@ -38,7 +40,7 @@ EXAMPLE_FILE = "example_input.pt"
 
 def compression_context(task, store, device: torch.device, amp=None) -> Context:
     """What the engine gets from the task: inputs, calibration, the fine-tuning loop, a score."""
-    from echolite.train import finetuner
+    from echolite.train import NOT_MADE_FROM, finetuner
 
     cfg = task.cfg
     cc = cfg.compress
@@ -46,12 +48,18 @@ def compression_context(task, store, device: torch.device, amp=None) -> Context:
     if not calib:
         raise EcholiteError(f"calibration set is empty ({cc.calib_split} split)")
     calib_key = tensors_digest(calib)
-    train = {k: v for k, v in cfg.to_dict()["train"].items() if k not in ("device", "epochs", "lr")}
+    d = cfg.to_dict()
+    example = task.example_input()
+    train = {k: v for k, v in d["train"].items() if k not in ("device", "epochs", "lr")}
     data_key = digest({"data": task.data.key, "calibration": calib_key, "train": train,
-                       "finetune_items": cc.finetune_items})
-    return Context(example_input=task.example_input(), calibration=lambda: iter(calib),
+                       "amp": str(amp)})  # fine-tuning steps train with the task's loop and precision
+    model_key = digest({"task": task.NAME, "model": d["model"],
+                        "data": {k: v for k, v in d["data"].items() if k not in NOT_MADE_FROM},
+                        "example_shape": list(example.shape), "input_name": task.INPUT_NAME})
+    return Context(example_input=example, calibration=lambda: iter(calib),
                    work_dir=store.root, input_name=task.INPUT_NAME, threads=cfg.measure.threads,
-                   calibration_key=calib_key, data_key=data_key, finetune=finetuner(task, device, amp),
+                   calibration_key=calib_key, data_key=data_key, model_key=model_key,
+                   finetune=finetuner(task, device, amp),
                    score=lambda fn, n: task.score_subset(fn, n),
                    higher_is_better=task.metric(task.PRIMARY).higher_is_better,
                    model_factory=lambda: task.build_model(cfg), store=store,
@@ -92,22 +100,50 @@ def failed_row(name: str, family: str, err: BaseException, phase: str) -> dict:
 
 
 def _check_runtime(stage: Stage, facts: dict) -> None:
-    """An int8 program must have compiled to int8 kernels (not to float ones on dequantized weights)."""
-    if stage.runtime != INDUCTOR or stage.precision != "int8":
+    """What the runtime reports having run must match what the step quantized: an int8 program
+    compiled to float kernels on dequantized weights, or an int8 linear layer running a float
+    matmul, is a failure — not a row labelled int8."""
+    if not stage.precision.startswith("int8") or not stage.details:
         return
-    expected = (stage.details[-1].get("quantized_ops") or {}).get("conv_int8", 0)
-    got = facts.get("int8_kernels", {}).get("qconv", 0)
+    quantized = stage.details[-1].get("quantized_ops") or {}
+    if stage.runtime == INDUCTOR:
+        expected, got = quantized.get("conv_int8", 0), facts.get("int8_kernels", {}).get("qconv", 0)
+        kind = "conv kernels (Inductor fell back to float kernels)"
+    elif stage.runtime == EAGER:
+        expected, got = quantized.get("linear_int8", 0), facts.get("int8_matmuls", 0)
+        kind = "matmuls in the saved program"
+    else:
+        return
     if got < expected:
-        raise CompressionError(f"the int8 program compiled to {got} int8 conv kernels, expected "
-                               f"{expected}: Inductor fell back to float kernels")
+        raise CompressionError(f"{stage.method}: {got} int8 {kind}, expected {expected}")
+
+
+@dataclass
+class Selection:
+    """The split choices are made on (VAL), scored for every row beside the reported split, so
+    that picking a variant never looks at TEST."""
+
+    evalset: object
+    idx: np.ndarray
+    ref_pred: np.ndarray | None = None
 
 
 def measure(name: str, stage: Stage, runner: Runner, task, evalset, idx, mc, example,
-            ref_pred: np.ndarray | None) -> tuple[dict, np.ndarray]:
-    """Time, predict and score one opened variant."""
+            ref_pred: np.ndarray | None, selection: Selection | None = None) -> tuple[dict, np.ndarray]:
+    """Time, predict and score one opened variant (and score it on the selection split)."""
     t0 = time.perf_counter()
     latency = time_variant(runner, example, mc)  # first: its first call compiles
     pred = task.decode(predict_outputs(runner, evalset, task.EVAL_BATCH))
+    chosen_on = None
+    if selection is not None:
+        sel_pred = task.decode(predict_outputs(runner, selection.evalset, task.EVAL_BATCH))
+        if selection.ref_pred is None:
+            selection.ref_pred = sel_pred  # the reference row comes first
+        else:
+            fn = {task.PRIMARY: task.primary_fn()}
+            chosen_on = {"split": selection.evalset.split, "n": len(selection.evalset),
+                         "paired_delta": paired_delta(fn, selection.evalset.targets, sel_pred,
+                                                      selection.ref_pred, selection.idx)}
     facts = runner.facts()
     _check_runtime(stage, facts)
     row = {"name": name, "method": stage.method, "precision": stage.precision, "backend": stage.runtime,
@@ -122,6 +158,8 @@ def measure(name: str, stage: Stage, runner: Runner, task, evalset, idx, mc, exa
                        "measure_seconds": round(time.perf_counter() - t0, 1)}}
     if ref_pred is not None:
         row["details"]["vs_reference"] = task.compare(pred, ref_pred)
+    if chosen_on is not None:
+        row["selection"] = chosen_on
     primary = row["metrics"]["values"][task.PRIMARY]["value"]
     log.info("%s [%s, %s]: %s %.4f, p50 %.2f ms", name, stage.runtime, stage.precision, task.PRIMARY,
              primary, latency["p50"])
@@ -180,10 +218,15 @@ def measure_all(task, model: torch.nn.Module, recipes: list[Recipe], store, run_
                 device: torch.device, amp=None) -> dict:
     """The reference row and one row per recipe; returns the ``measure`` and ``rows`` of results."""
     cfg, mc = task.cfg, task.cfg.measure
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(mc.threads)
     device_label = f"cpu: {cpu_name()}, {mc.threads} threads"
     evalset = task.eval_set(cfg.eval.split)
     idx = resample_indices(len(evalset), cfg.eval.n_bootstrap, cfg.eval.seed)
+    selection = None
+    if evalset.split != "VAL":
+        val = task.eval_set("VAL")
+        selection = Selection(val, resample_indices(len(val), cfg.eval.n_bootstrap, cfg.eval.seed))
     ctx = compression_context(task, store, device, amp)
     example = ctx.example_input
     torch.save(example, run_dir / EXAMPLE_FILE)
@@ -192,7 +235,8 @@ def measure_all(task, model: torch.nn.Module, recipes: list[Recipe], store, run_
 
     base, base_key = reference_stage(model.eval().cpu(), store, ctx)
     ref_runner = open_runner(base, ctx.model_factory, mc.threads)
-    ref_row, ref_pred = measure(REFERENCE, base, ref_runner, task, evalset, idx, mc, example, None)
+    ref_row, ref_pred = measure(REFERENCE, base, ref_runner, task, evalset, idx, mc, example, None,
+                                selection)
     ref_row.update(family="reference", store=base.artifacts["state_dict"].parent.name)
     ref_row["details"]["complexity"] = macs_and_params(model, example)
     rows = [ref_row]
@@ -210,11 +254,15 @@ def measure_all(task, model: torch.nn.Module, recipes: list[Recipe], store, run_
             continue
         try:
             runner = open_runner(stage, ctx.model_factory, mc.threads)
-            row, _ = measure(recipe.name, stage, runner, task, evalset, idx, mc, example, ref_pred)
+            row, _ = measure(recipe.name, stage, runner, task, evalset, idx, mc, example, ref_pred,
+                             selection)
         except Exception as err:  # noqa: BLE001
             log.error("%s failed while measuring: %s", recipe.name, err, exc_info=True)
             rows.append(failed_row(recipe.name, recipe.family, err, "measure"))
             continue
+        finally:
+            runner = None  # release the runtime (its worker threads) before anything else is timed
+            gc.collect()
         row.update(family=recipe.family, recipe=[s.as_dict() for s in recipe.steps], store=info["store"])
         row["details"]["build"] = info["steps"]
         row["details"]["build_and_measure_seconds"] = round(time.perf_counter() - t0, 1)
@@ -235,6 +283,7 @@ def measure_all(task, model: torch.nn.Module, recipes: list[Recipe], store, run_
                     "eval": {"split": evalset.split, "n": len(evalset), "ids": list(evalset.ids),
                              "targets": np.round(evalset.targets, 4).tolist(),
                              "n_bootstrap": cfg.eval.n_bootstrap, "seed": cfg.eval.seed}}
+    torch.set_num_threads(threads_before)
     return {"measure": measure_info, "rows": rows}
 
 
@@ -273,6 +322,9 @@ def bench_run(run_dir: str | Path, min_runs: int | None = None, min_seconds: flo
         if row["name"] == REFERENCE:
             continue
         key = f"{row['name']} [{row.get('backend') or '—'}]"
+        if row.get("family") == "device":
+            skipped.append(f"{row['name']}: measured on {row.get('device')} in the run, not re-timed here")
+            continue
         if row["status"] != "ok":
             skipped.append(f"{row['name']}: failed in the run ({row['error']})")
             continue

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from echolite.cache import file_digest
+from echolite.cache import digest, file_digest
 from echolite.config import apply_overrides
 from echolite.metrics.bootstrap import resample_indices
 from echolite.runtime import atomic_write_json, atomic_write_text
@@ -19,7 +19,8 @@ from echolite.train import load_checkpoint
 
 
 def default_out(checkpoint: str | Path, data: str | Path, split: str) -> Path:
-    name = f"{Path(data).resolve().name}-{split.lower()}-ckpt{file_digest(checkpoint)[:8]}"
+    where = Path(data).resolve()
+    name = f"{where.name}-{digest(str(where))[:6]}-{split.lower()}-ckpt{file_digest(checkpoint)[:8]}"
     return Path("runs") / "evaluate" / name
 
 

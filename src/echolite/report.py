@@ -115,13 +115,15 @@ def primary(results: dict) -> dict:
     return next(m for m in task["metrics"] if m["key"] == task["primary"])
 
 
-def worsening_bound(row: dict, results: dict) -> float | None:
+def worsening_bound(row: dict, results: dict, chosen_on: bool = False) -> float | None:
     """The 95 % bound of the paired Δ(primary) on the *worse* side, in the budget's units.
 
     Lower-is-better: upper bound of Δ (relative if the budget is relative). Higher-is-better:
     minus the lower bound. ``None`` for the reference row. A value <= budget qualifies.
+    With ``chosen_on`` the row's selection split (VAL) is used, where there is one.
     """
-    d = (row["metrics"].get("paired_delta") or {}).get(results["task"]["primary"])
+    scored = row.get("selection") if chosen_on and row.get("selection") else row["metrics"]
+    d = (scored.get("paired_delta") or {}).get(results["task"]["primary"])
     if d is None:
         return None
     rel = results["task"]["budget"]["relative"]
@@ -132,20 +134,25 @@ def worsening_bound(row: dict, results: dict) -> float | None:
 
 
 def recommend(results: dict) -> tuple[dict | None, str]:
-    """The fastest variant whose paired Δ(primary) bound is within the task's budget.
+    """The fastest variant whose paired Δ(primary) bound is within the task's budget, judged on
+    the selection split (VAL) when the rows carry one — a choice never made on TEST.
 
     Returns (row or None, one sentence saying why).
     """
     budget = results["task"]["budget"]
+    rows = ok_rows(results)[1:]
+    split = next((r["selection"]["split"] for r in rows if r.get("selection")),
+                 results["measure"]["eval"]["split"])
     candidates = []
-    for r in ok_rows(results)[1:]:
-        bound = worsening_bound(r, results)
+    for r in rows:
+        bound = worsening_bound(r, results, chosen_on=True)
         if bound is not None and bound == bound and bound <= budget["max_worsening"]:
             candidates.append(r)
     if not candidates:
-        return None, f"no variant's paired 95 % bound is within the budget ({budget['text']})"
+        return None, f"no variant's paired 95 % bound on {split} is within the budget ({budget['text']})"
     best = min(candidates, key=lambda r: r["latency_ms"]["p50"])
-    return best, f"the fastest variant whose paired 95 % bound is within the budget ({budget['text']})"
+    return best, (f"the fastest variant whose paired 95 % bound on {split} is within the budget "
+                  f"({budget['text']})")
 
 
 # --- markdown --------------------------------------------------------------------------------------
@@ -184,7 +191,7 @@ def summary_lines(results: dict) -> list[str]:
         lines.append(f"- **Recommended: `{best['name']}`** ({best['precision']}, {best['backend']}) — {why}: "
                      f"{ref_size / size_bytes(best):.1f}× smaller, "
                      f"{ref_p50 / best['latency_ms']['p50']:.1f}× "
-                     f"faster on {meas['device']}; paired Δ{p['label']} "
+                     f"faster on {meas['device']}; on {meas['eval']['split']}: paired Δ{p['label']} "
                      f"{_delta_cell(d, p['fmt'], task['budget']['relative'])}.")
     failed = [r["name"] for r in results["rows"] if r["status"] == "failed"]
     n_ok = len(ok_rows(results)) - 1
@@ -208,8 +215,8 @@ def table_markdown(results: dict) -> str:
             + (["GMACs (×)", "params M"] if show_macs else [])
             + ["p50 / p90 ms (×)", f"{task['item']}s/s @{meas['throughput_batch']}"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    others = {r.get("family") for r in results["rows"]} - set(FAMILIES) - {"device"}
-    for family in FAMILIES + tuple(sorted(others)):
+    extra_families = {r.get("family") for r in results["rows"]} - set(FAMILIES) - {"device"}
+    for family in FAMILIES + tuple(sorted(extra_families)):
         rows = [r for r in results["rows"] if r.get("family") == family]
         if not rows:
             continue

@@ -8,7 +8,6 @@ import os
 import platform
 import random
 import subprocess
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -171,12 +170,9 @@ def git_commit() -> str | None:
 
 def environment() -> dict:
     """Package versions, git commit, CPU and thread settings: stored with every run."""
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    from echolite.cache import package_versions
+
+    versions = package_versions(PACKAGES)
     flags = cpu_flags()
     return {
         "python": platform.python_version(),

@@ -18,6 +18,8 @@ from echolite.compress.base import CompressionError, Stage
 from echolite.compress.onnxrt import OPENVINO, ORT, onnx_runner, runtime_ops
 from echolite.compress.pt2e import EAGER, INDUCTOR, compile_for_cpu, load_program
 
+INT8_MATMULS = ("aten._int_mm.default", "torchao.int_scaled_matmul.default")
+
 
 @dataclass
 class Runner:
@@ -84,7 +86,11 @@ def open_runner(stage: Stage, model_factory: Callable[[], nn.Module] | None, thr
             with torch.no_grad():
                 return module(x)
 
-        return Runner(eager)
+        facts = {}
+        if isinstance(module, torch.fx.GraphModule):  # a saved program: what will it compute in int8?
+            targets = [str(n.target) for n in module.graph.nodes if n.op == "call_function"]
+            facts["int8_matmuls"] = sum(t in INT8_MATMULS for t in targets)
+        return Runner(eager, lambda: dict(facts))
     if stage.runtime == INDUCTOR:
         from torch._dynamo.utils import counters
 

@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-import torch
 
 MIN_RUNS = 50  # timed calls at least ...
 MIN_SECONDS = 5.0  # ... or this long, whichever comes last
@@ -44,6 +43,3 @@ def time_callable(fn: Callable[[], object], min_runs: int = MIN_RUNS, min_second
     return {"first_call_ms": first_ms, "p50": float(np.median(arr)), "p90": float(np.percentile(arr, 90)),
             "mean": float(arr.mean()), "min": float(arr.min()), "runs": len(arr)}
 
-
-def cuda_sync(device: torch.device) -> Callable[[], None] | None:
-    return torch.cuda.synchronize if device.type == "cuda" else None

@@ -181,7 +181,8 @@ class Task(abc.ABC):
             part = EvalSet(evalset.inputs[mine], evalset.targets[mine], [], evalset.split)
             shares: list = [None] * world
             dist.all_gather_object(shares, (mine, predict_outputs(run, part, self.cfg.train.batch_size)))
-            outputs = torch.empty(len(evalset), *shares[0][1].shape[1:])
+            shape = next(out.shape[1:] for _, out in shares if len(out))
+            outputs = torch.empty(len(evalset), *shape)
             for index, out in shares:
                 outputs[torch.as_tensor(index)] = out
         return self.primary_fn()(evalset.targets, self.decode(outputs))

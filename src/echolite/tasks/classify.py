@@ -220,6 +220,8 @@ class ClassifyTask(Task):
 
     @classmethod
     def figures(cls, results: dict, run_dir: Path) -> list[str | None]:
+        from echolite.tasks.figures import plot_confusion
+
         return [plot_confusion(results, run_dir / "confusion.png")]
 
     @classmethod
@@ -238,42 +240,3 @@ class ClassifyTask(Task):
                          f"{size_bytes(r) / MB:.2f} | {r['latency_ms']['p50']:.2f} | "
                          f"{r['latency_ms']['throughput_items_per_s']:.0f} |")
         return lines + [""]
-
-
-def plot_confusion(results: dict, path: Path) -> str | None:
-    """The FP32 model's confusion matrix, and how many TEST images each variant classifies differently."""
-    from echolite.report import ok_rows, plt
-
-    rows = ok_rows(results)
-    extra = rows[0]["metrics"]["extra"]
-    confusion, classes = np.asarray(extra["confusion"]), extra["classes"]
-    pyplot = plt()
-    fig, (ax1, ax2) = pyplot.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [1, 1.2]})
-    share = confusion / np.maximum(1, confusion.sum(axis=1, keepdims=True))
-    ax1.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            if confusion[i, j]:
-                ax1.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7,
-                         color="white" if share[i, j] > 0.5 else "black")
-    ax1.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
-    ax1.set_yticks(range(len(classes)), classes, fontsize=8)
-    ax1.set_xlabel("predicted class")
-    ax1.set_ylabel("true class")
-    split = results["measure"]["eval"]["split"]
-    ax1.set_title(f"FP32 baseline on {split} (counts; colour: share of the row)", fontsize=10)
-    variants = rows[1:]
-    if variants:
-        changed = [r["details"]["vs_reference"]["changed"] for r in variants]
-        ax2.barh([r["name"] for r in variants][::-1], changed[::-1], color="C1")
-        ax2.set_xlabel(f"{results['task']['item']}s classified differently from FP32 "
-                       f"(of {results['measure']['eval']['n']})")
-        ax2.tick_params(axis="y", labelsize=8)
-        ax2.grid(alpha=0.3, axis="x")
-    ax2.set_title("what each variant changed", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    pyplot.close(fig)
-    return (f"**{path.name}** — left: where the FP32 model confuses classes (rows: true class). Right: for "
-            "each variant, how many TEST images it assigns another class than FP32 does; 0 means it "
-            "classifies exactly like the baseline.")

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from echolite import EcholiteError
 from echolite.cache import bytes_digest, digest
 from echolite.config import EvalConfig
-from echolite.data.echonet import SAMPLINGS, EchoClips, pixel_stats, read_filelist
+from echolite.data.echonet import SAMPLINGS, EchoClips, pixel_stats, read_filelist, video_path
 from echolite.metrics.regression import auc_below, mae, r2, rmse
 from echolite.tasks.base import Budget, DataRef, EvalSet, Metric, Task
 
@@ -83,6 +83,7 @@ class EFTask(Task):
         super().__init__(cfg, data)
         self._evalsets: dict = {}
         self.cache = open_cache(data.root, data.table, data.key, cfg.data.cache_dir, cfg.data.frame_cache)
+        data.description["frames"] = f"frame cache {self.cache.folder}" if self.cache else "AVI decode"
         train = self.split_rows("TRAIN")["EF"].to_numpy(np.float64)
         self.ef_mean, self.ef_std = float(train.mean()), float(train.std())
 
@@ -120,8 +121,10 @@ class EFTask(Task):
                 raise EcholiteError(f"{root}: no {'/'.join(empty)} rows left after dropping bad rows")
         else:
             raise EcholiteError(report.summary() + " (see above; data.drop_bad_rows=true skips bad rows)")
+        stamps = [_stamp(video_path(root, n)) for n in table["FileName"]]  # a re-encoded video: new key
         key = digest({"root": str(root.resolve()), "clips": "uint8 grey (T, 1, H, W)",
-                      "table": bytes_digest([table.to_csv(index=False).encode()])})
+                      "table": bytes_digest([table.to_csv(index=False).encode()]),
+                      "videos": digest(stamps)})
         splits = {s: int((table["Split"] == s).sum()) for s in ("TRAIN", "VAL", "TEST")}
         return DataRef(root, table, key, {"root": str(root), "kind": kind, "splits": splits})
 
@@ -227,51 +230,14 @@ class EFTask(Task):
 
     @classmethod
     def figures(cls, results: dict, run_dir: Path) -> list[str | None]:
+        from echolite.tasks.figures import plot_agreement
+
         return [plot_agreement(results, run_dir / "agreement.png")]
 
 
-def plot_agreement(results: dict, path: Path) -> str | None:
-    """Bland–Altman of FP32 vs truth, and every variant's per-video difference from FP32."""
-    from echolite.report import ok_rows, plt
-
-    rows = ok_rows(results)
-    truth = np.asarray(results["measure"]["eval"]["targets"])
-    ref = np.asarray(rows[0]["prediction"])
-    pyplot = plt()
-    fig, (ax1, ax2) = pyplot.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [1, 1.4]})
-    mean, diff = (ref + truth) / 2, ref - truth
-    bias, sd = diff.mean(), diff.std(ddof=1) if len(diff) > 1 else 0.0
-    ax1.scatter(mean, diff, s=10, alpha=0.6, color="black")
-    hi, lo = bias + 1.96 * sd, bias - 1.96 * sd
-    for y, ls, text in ((bias, "-", f"bias {bias:+.2f}"), (hi, "--", f"+1.96 SD {hi:+.2f}"),
-                        (lo, "--", f"−1.96 SD {lo:+.2f}")):
-        ax1.axhline(y, color="C3", ls=ls, lw=1)
-        ax1.annotate(text, (1.0, y), xycoords=("axes fraction", "data"), xytext=(-4, 3),
-                     textcoords="offset points", ha="right", fontsize=8, color="C3")
-    ax1.set_xlabel("mean of FP32 prediction and true EF (%)")
-    ax1.set_ylabel("FP32 prediction − true EF (EF points)")
-    ax1.set_title("Bland–Altman: FP32 baseline vs truth (TEST)", fontsize=10)
-    ax1.grid(alpha=0.3)
-    variants = rows[1:]
-    if variants:
-        deltas = [np.asarray(r["prediction"]) - ref for r in variants]
-        ax2.boxplot(deltas, whis=(0, 100), widths=0.6)
-        for i, d in enumerate(deltas, 1):
-            ax2.scatter(np.full(len(d), i) + np.random.default_rng(i).uniform(-0.18, 0.18, len(d)), d,
-                        s=5, alpha=0.5, color=f"C{i % 10}")
-        ax2.set_xticks(range(1, len(variants) + 1), [r["name"] for r in variants], rotation=35,
-                       ha="right", fontsize=8)
-    ax2.axhline(0, color="black", lw=0.8)
-    ax2.set_ylabel("variant − FP32 prediction (EF points)")
-    ax2.set_title("what each variant changed, per video (box: quartiles; whiskers: min–max)", fontsize=10)
-    ax2.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    pyplot.close(fig)
-    return (f"**{path.name}** — left: agreement of the FP32 model with the true EF as clinicians judge a "
-            f"measurement (bias and 95 % limits of agreement, bias ± 1.96 SD: {bias:+.2f} ± {1.96 * sd:.2f} "
-            f"EF points). Right: for each variant, how far its prediction moved from FP32's on every TEST "
-            f"video; a box hugging 0 means the variant measures EF like the baseline.")
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
 
 
 def phantom_root(cfg, run_dir: Path) -> Path:
