@@ -100,7 +100,7 @@ def test_broken_calibration_set_is_a_clear_error(model, tmp_path, calib, message
 
 def test_wrong_calibration_shape_fails_loudly(model, tmp_path):
     bad = [torch.rand(1, 8, 3, SIZE + 1)]
-    with pytest.raises(Exception, match="(?i)shape|size|dim|expected"):
+    with pytest.raises(CompressionError, match=r"calibration batch 1 of shape \(1, 8, 3, 65\) does not run"):
         compress(model, StaticPTQConfig(), ctx(tmp_path, calib=bad))
 
 

@@ -47,3 +47,17 @@ def test_bad_overrides_name_the_key(item, message):
 def test_unknown_task_is_one_line():
     with pytest.raises(EcholiteError, match="unknown task 'audio' \\(known: ef"):
         load_config("smoke", task="audio")
+
+
+def test_an_extending_file_wins_over_the_preset_for_every_task(tmp_path):
+    (tmp_path / "mine.yaml").write_text("extends: quick\nname: mine\ntrain:\n  epochs: 3\n")
+    for task in ("ef", "cifar10"):  # quick's cifar10 block says 40 epochs: the file's 3 win
+        cfg = load_config(str(tmp_path / "mine.yaml"), task=task)
+        assert (cfg.name, cfg.task, cfg.train.epochs) == ("mine", task, 3)
+    assert load_config("quick", task="cifar10").train.epochs == 40
+
+
+def test_a_typo_in_another_tasks_block_is_an_error_too(tmp_path):
+    (tmp_path / "typo.yaml").write_text("cifar10:\n  model:\n    archh: resnet18-cifar\n")
+    with pytest.raises(EcholiteError, match=r"typo.yaml \[cifar10\]: unknown config key 'model.archh'"):
+        load_config(str(tmp_path / "typo.yaml"))  # loaded for the ef task

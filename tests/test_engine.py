@@ -154,8 +154,13 @@ def test_other_data_rebuilds_baseline_exports_calibration_and_rows(tmp_path, cap
     out = tmp_path / "run"
     methods = "compress.methods=[static-int8-ort]"
     first = run(toy_config(methods), out, torch.device("cpu"))
+    before = (out / "results.json").read_text()
+    refused = r"holds the results of another run \(data.seed 0 -> 7; data_key .*choose another"
+    with pytest.raises(EcholiteError, match=refused):
+        run(toy_config(methods, "data.seed=7"), out, torch.device("cpu"))  # refused, nothing touched
+    assert (out / "results.json").read_text() == before
     caplog.clear()
-    second = run(toy_config(methods, "data.seed=7"), out, torch.device("cpu"))
+    second = run(toy_config(methods, "data.seed=7"), tmp_path / "run-seed7", torch.device("cpu"))
     assert re.search(r"baseline: training into \S+ \(changed: .*data_key", caplog.text)
     assert "exporting the float model to ONNX" in caplog.text
     assert "calibrating ONNX Runtime ranges" in caplog.text
@@ -165,8 +170,25 @@ def test_other_data_rebuilds_baseline_exports_calibration_and_rows(tmp_path, cap
     assert first["rows"][1]["store"] != second["rows"][1]["store"]
     assert first["run"]["data"]["key"] != second["run"]["data"]["key"]
     caplog.clear()
-    run(toy_config(methods), out, torch.device("cpu"))  # back to the first data: all reused
+    run(toy_config(methods), tmp_path / "run-again", torch.device("cpu"))  # the first data: all reused
     assert "baseline: reusing" in caplog.text and "building" not in caplog.text
+
+
+def test_fine_tuning_keeps_the_best_val_epoch_and_can_give_back_the_start(tmp_path):
+    """keep_best restores the weights of the best VAL epoch, epoch 0 (as it started) included."""
+    from echolite.train import finetuner
+
+    cfg = toy_config()
+    task = ToyTask(cfg, ToyTask.prepare(cfg, tmp_path))
+    torch.manual_seed(0)
+    model = task.build_model(cfg)
+    finetuner(task, torch.device("cpu"))(model, 4, 0.01)  # a model that learned something
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    history = finetuner(task, torch.device("cpu"))(model, 1, 5.0, keep_best=True)  # lr 5: ruinous
+    assert history[0]["epoch"] == 0 and history[1]["val_score"] < history[0]["val_score"]
+    assert all(torch.equal(v, start[k]) for k, v in model.state_dict().items())  # given back
+    finetuner(task, torch.device("cpu"))(model, 1, 5.0, keep_best=False)
+    assert not all(torch.equal(v, start[k]) for k, v in model.state_dict().items())
 
 
 @pytest.mark.parametrize("methods, message", [
@@ -178,12 +200,18 @@ def test_other_data_rebuilds_baseline_exports_calibration_and_rows(tmp_path, cap
     (["badfield"], "step 1 (static_ptq): unknown field(s) observr"),
     (["badvalue"], "observer must be one of"),
     (["twice"], "needs a float model, but step 1 (static_ptq) quantized it"),
+    (["string-list"], "keep_fp32 must be a list of names, but got 'head'"),
+    (["bool"], "freeze_bn must be true or false, but got 'no'"),
+    (["int"], "epochs must be an integer, but got 2.5"),
+    (["scalar"], "step 1 (static_ptq): expected {field: value}, got 5"),
 ])
 def test_every_method_entry_is_validated_when_the_config_loads(methods, message):
     raw = {"task": "toy", "compress": {"methods": methods, "recipes": {
         "mine": ["onnxruntime", "static_ptq"], "typo": ["static_ptqq"],
         "badfield": [{"static_ptq": {"observr": "minmax"}}],
-        "badvalue": [{"static_ptq": {"observer": "max"}}], "twice": ["static_ptq", "qat"]}}}
+        "badvalue": [{"static_ptq": {"observer": "max"}}], "twice": ["static_ptq", "qat"],
+        "string-list": [{"static_ptq": {"keep_fp32": "head"}}], "bool": [{"qat": {"freeze_bn": "no"}}],
+        "int": [{"qat": {"epochs": 2.5}}], "scalar": [{"static_ptq": 5}]}}}
     with pytest.raises(EcholiteError, match=re.escape(message)):
         from_dict(raw)
 

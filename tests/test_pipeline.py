@@ -1,6 +1,7 @@
 """End-to-end: the smoke preset through the CLI, reuse, bench, report; resume; evaluation outputs."""
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +16,8 @@ from echolite.tasks.ef import EFTask
 from echolite.train import LAST, baseline_fingerprint, load_checkpoint, train_baseline
 
 RUN_FILES = {"config.yaml", "environment.json", "run.log", "results.json", "report.md", "pareto.png",
-             "agreement.png", "sensitivity.png", "example_input.pt", "predictions_test.csv"}
+             "agreement.png", "sensitivity.png", "example_input.pt", "predictions_test.csv",
+             "run-identity.json"}
 SMOKE_ROWS = ["fp32", "fp32-onnxruntime", "dynamic-int8", "static-int8", "static-int8-ort",
               "static-int8-ort-fallback"]
 CPU = torch.device("cpu")
@@ -127,6 +129,13 @@ def test_a_kill_while_writing_a_checkpoint_leaves_the_previous_one(tmp_path, mon
     assert [p.name for p in tmp_path.iterdir()] == [LAST]  # no temporary file left behind
 
 
+def test_the_data_key_covers_every_video_file(phantom_copy, tmp_path):
+    before = _task(phantom_copy, tmp_path).data.key
+    video = next((phantom_copy / "Videos").iterdir())
+    video.write_bytes(video.read_bytes())  # re-written: same bytes, another mtime
+    assert _task(phantom_copy, tmp_path).data.key != before
+
+
 def test_a_training_folder_of_other_data_is_refused_and_the_run_key_covers_the_data(phantom_root, tmp_path):
     from echolite import EcholiteError
 
@@ -179,7 +188,9 @@ def test_evaluate_on_other_data_never_writes_into_the_run(phantom_root, tmp_path
     assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(other)]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in ckpt.parent.iterdir()} == before
     (out,) = (tmp_path / "runs" / "evaluate").iterdir()
-    assert out.name.startswith("other-test-ckpt") and (out / "predictions_test.csv").is_file()
+    # named by the data folder and the checkpoint, each with a digest of its full path
+    assert re.fullmatch(r"other-[0-9a-f]{6}-test-ckpt[0-9a-f]{8}", out.name), out.name
+    assert (out / "predictions_test.csv").is_file()
     assert (ckpt.parent / "predictions_test.csv").read_text() == "the run's own file\n"
     _, cfg, _, _ = load_checkpoint(ckpt)
     assert cfg.data.root == str(phantom_root)

@@ -14,6 +14,7 @@ from echolite.config import apply_overrides, load_config
 from echolite.data import framecache
 from echolite.data.echonet import EchoClips
 from echolite.data.phantom import synthesize
+from echolite.data.video import read_frames, write_video
 from echolite.tasks.ef import EFTask
 from echolite.train import BEST, LAST
 
@@ -23,6 +24,10 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 def test_frame_cache_serves_the_decoded_frames_and_is_rebuilt_when_a_source_changes(phantom_copy, tmp_path):
     sets = [f"data.root={phantom_copy}", f"data.cache_dir={tmp_path / 'c'}"]
     cfg = apply_overrides(load_config("smoke"), sets)
+    colour = phantom_copy / "Videos" / f"{EFTask.prepare(cfg, tmp_path).table['FileName'][4]}.avi"
+    frames = read_frames(colour)  # the same video with unequal colour channels: one conversion
+    frames[..., 0] //= 2          # (not a channel pick) must give the same grey on both paths
+    write_video(colour, frames, fps=50.0)
     data = EFTask.prepare(cfg, tmp_path)
     names = data.table["FileName"].tolist()
     assert framecache.open_cache(data.root, data.table, data.key, cfg.data.cache_dir, False) is None
@@ -30,7 +35,7 @@ def test_frame_cache_serves_the_decoded_frames_and_is_rebuilt_when_a_source_chan
     assert len(cache.videos) == len(names) and framecache.verify(cache.folder) == []
     avi = EchoClips(data.root, data.table, 8, 112, shift_px=4)
     cached = EchoClips(data.root, data.table, 8, 112, shift_px=4, cache=cache)
-    for item in (0, (3, 12345), len(names) - 1):  # evaluation and training sampling
+    for item in (0, (3, 12345), 4, len(names) - 1):  # evaluation and training sampling, colour
         clip, ef = cached[item]
         assert clip.shape == (8, 1, 112, 112) and clip.dtype == torch.uint8
         assert torch.equal(clip, avi[item][0]) and ef == avi[item][1]

@@ -54,6 +54,37 @@ def prepare(cfg: RunConfig, out: str | Path):
     return cls(cfg, cls.prepare(cfg, Path(out)))
 
 
+IDENTITY = "run-identity.json"
+
+
+def claim(out: Path, task) -> None:
+    """A run folder holds the results of one task, dataset and model (settings that only change
+    what is compressed or how it is measured may change). Results of another never get replaced:
+    choose another folder beside it (the store is shared, so nothing is retrained needlessly)."""
+    import json
+
+    from echolite import EcholiteError
+    from echolite.cache import _diff
+    from echolite.runtime import atomic_write_json, dist_info
+    from echolite.train import NOT_MADE_FROM
+
+    cfg = task.cfg.to_dict()
+    identity = json.loads(json.dumps({
+        "task": task.NAME, "data_key": task.data.key, "model": cfg["model"],
+        "data": {k: v for k, v in cfg["data"].items() if k not in NOT_MADE_FROM},
+        "train": {k: v for k, v in cfg["train"].items() if k not in ("device", "amp", "compile")}}))
+    path = out / IDENTITY
+    if path.is_file():
+        held = json.loads(path.read_text())
+        if held != identity:
+            changed = "; ".join(_diff(held, identity)[:3])
+            raise EcholiteError(f"{out} holds the results of another run ({changed}): choose another "
+                                "--out (runs beside each other share the store) or delete it")
+    elif dist_info()[0] == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, identity)
+
+
 def train(task, out: str | Path, dev: torch.device | None = None) -> Path:
     """The FP32 baseline for this task, data and config, trained or reused from the store;
     returns the path of its ``best.pt``. Under torchrun every process trains (DDP)."""
@@ -73,6 +104,7 @@ def compress(task, checkpoint: str | Path, out: str | Path, dev: torch.device | 
     Returns the results."""
     import numpy as np
 
+    from echolite import EcholiteError
     from echolite.benchmark import measure_all
     from echolite.config import save_config
     from echolite.report import SCHEMA, write_report
@@ -82,14 +114,18 @@ def compress(task, checkpoint: str | Path, out: str | Path, dev: torch.device | 
     from echolite.train import load_checkpoint, training_precision
 
     cfg, out = task.cfg, Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    claim(out, task)
+    _, ckpt_cfg, model, ckpt = load_checkpoint(checkpoint)
+    made_from = ckpt.get("fingerprint", {})
+    if made_from.get("data_key") != task.data.key or ckpt_cfg.to_dict()["model"] != cfg.to_dict()["model"]:
+        raise EcholiteError(f"{checkpoint}: trained on other data or as another model than this task's; "
+                            "compress the model of this data (api.train) or prepare the task it was made for")
     dev = dev or device(cfg.train.device)
     store = store_for(out)
     amp, amp_note = training_precision(cfg, dev, store)
     save_config(cfg, out / "config.yaml")
     env = environment()
     atomic_write_json(out / "environment.json", env)
-    _, _, model, ckpt = load_checkpoint(checkpoint)
     measured = measure_all(task, model, cfg.recipes(), store, out, dev, amp)
     rows = measured["rows"]
     ref = rows[0]

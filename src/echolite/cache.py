@@ -11,12 +11,15 @@ Entries appear atomically: a build writes into a temporary folder that is rename
 only once complete, so an interrupted build leaves nothing that looks finished. (A baseline
 training is the exception: it checkpoints inside its folder and resumes; see ``Entry.path``.)
 
-Package versions are part of every key; code changes inside one echolite version are not.
+Keys include the versions of the packages an entry was made with and a digest of echolite's own
+source that makes it (:func:`code_digest`): editing the training or compression code rebuilds
+what it made; editing the report, the CLI or a figure does not.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -36,6 +39,24 @@ INPUTS = "inputs.json"
 COMPLETE = "COMPLETE"
 VERSIONED = ("echolite", "torch", "torchvision", "torchao", "onnx", "onnxscript", "onnxruntime",
              "openvino", "torch-pruning")
+
+
+# echolite's source files that make models and artifacts, per kind of entry (paths relative to
+# the package; a folder means every .py file in it)
+BUILD_SOURCES = {
+    "baseline": ("train.py", "data", "models", "metrics", "tasks"),
+}
+BUILD_SOURCES["stages"] = (*BUILD_SOURCES["baseline"], "compress", "benchmark.py")
+BASELINE_PACKAGES = ("echolite", "torch", "torchvision", "numpy", "opencv-python-headless")
+
+
+@functools.cache
+def code_digest(kind: str) -> str:
+    """Digest of the source files that make entries of ``kind`` (``baseline`` or ``stages``)."""
+    root = Path(__file__).parent
+    files = sorted({f for part in BUILD_SOURCES[kind]
+                    for f in ((root / part).rglob("*.py") if (root / part).is_dir() else [root / part])})
+    return bytes_digest(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() for f in files)
 
 
 def package_versions(names=VERSIONED) -> dict:
@@ -89,7 +110,12 @@ def tensors_digest(named) -> str:
             if isinstance(t, torch.Tensor):
                 t = t.detach().cpu()
                 if t.is_quantized or type(t) is not torch.Tensor:  # quantized / subclass tensors
-                    yield f"{name}:{type(t).__name__}:{t.dtype}:{tuple(t.shape)}:{t}".encode()
+                    import io
+
+                    buffer = io.BytesIO()
+                    torch.save(t, buffer)
+                    yield f"{name}:{type(t).__name__}:".encode()
+                    yield buffer.getvalue()
                     continue
                 arr = t.contiguous().view(-1).view(torch.uint8).numpy() if t.numel() else np.zeros(0)
             else:

@@ -132,17 +132,15 @@ def cmd_validate(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from echolite.run import store_for
+    from echolite.run import prepare_task, store_for
     from echolite.runtime import end_distributed, init_distributed, resolve_device
-    from echolite.tasks import task_class
     from echolite.train import train_baseline, training_precision
 
     cfg = _config(args)
     out = Path(args.out)
     _log_to(out)
     device = init_distributed(resolve_device(cfg.train.device))  # under torchrun: DDP
-    cls = task_class(cfg.task)
-    task = cls(cfg, cls.prepare(cfg, out))
+    task = prepare_task(cfg, out)
     amp, note = training_precision(cfg, device, store_for(out))
     log.info("training precision: %s", note)
     best = train_baseline(task, out, device, amp)

@@ -30,7 +30,7 @@ DEFAULT_TASK = "ef"
 @dataclass
 class TrainConfig:
     epochs: int = 10
-    batch_size: int = 16  # per step (one process)
+    batch_size: int = 16  # per step, global: split across the processes of a torchrun launch
     lr: float = 1e-3  # AdamW peak learning rate
     weight_decay: float = 1e-4
     warmup_epochs: float = 0.5  # linear warm-up before the decay
@@ -161,19 +161,50 @@ def load_config(source: str | Path | None = None, task: str | None = None) -> Ru
     """A preset name (``smoke``, ``quick``, ``full``, ...), a YAML path, or None for the defaults.
 
     ``task`` (the --task flag) wins over a ``task:`` key in the file. A file may start from a
-    preset with ``extends: NAME``; its own keys then win (lists are replaced, not merged).
+    preset with ``extends: NAME``: each file's settings for the task (its shared keys, then its
+    block for the task) are applied in turn, the extending file's last, so its keys win
+    (lists are replaced, not merged).
     """
     if source is None:
         return from_dict({"task": task} if task else {})
-    raw = _read_raw(source)
-    if task:
-        raw["task"] = task
-    return from_dict(raw, source=str(source))
+    chain = _chain(source)  # the file, then what it extends, ...
+    task = task or next((raw["task"] for _, raw in chain if "task" in raw), DEFAULT_TASK)
+    merged: dict = {"task": task}
+    for name, raw in reversed(chain):
+        _validate_blocks(raw, name)
+        merged = _merge(merged, _for_task(raw, task))
+    return from_dict(merged, source=str(source))
 
 
-def _read_raw(source, seen: tuple = ()) -> dict:
+def _chain(source, seen: tuple = ()) -> list[tuple[str, dict]]:
     if str(source) in seen:
         raise EcholiteError(f"--config {source}: extends itself ({' -> '.join(map(str, seen))})")
+    raw = _read_raw(source)
+    base = raw.pop("extends", None)
+    return [(str(source), raw)] + (_chain(base, (*seen, str(source))) if base else [])
+
+
+def _for_task(raw: dict, task: str) -> dict:
+    """A file's settings for ``task``: its shared keys, then its block for that task on top."""
+    from echolite.tasks import TASKS
+
+    shared = {k: v for k, v in raw.items() if k not in TASKS and k != "task"}
+    return _merge(shared, raw.get(task) or {})
+
+
+def _validate_blocks(raw: dict, source: str) -> None:
+    """Every task block of a file must load for its task (a typo in another task's block is an
+    error too, not a surprise for whoever runs that task next)."""
+    from echolite.tasks import TASKS
+
+    for task in TASKS:
+        if task in raw:
+            if not isinstance(raw[task], dict):
+                raise EcholiteError(f"{source}: the {task}: block must be a mapping of sections")
+            from_dict({"task": task, **_for_task(raw, task)}, source=f"{source} [{task}]")
+
+
+def _read_raw(source) -> dict:
     path = Path(source)
     if not path.is_file():
         if str(source) not in presets():
@@ -187,8 +218,7 @@ def _read_raw(source, seen: tuple = ()) -> dict:
         raise EcholiteError(f"--config {source}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(raw, dict):
         raise EcholiteError(f"--config {source}: expected a mapping of sections")
-    base = raw.pop("extends", None)
-    return _merge(_read_raw(base, (*seen, str(source))), raw) if base else raw
+    return raw
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -200,6 +230,7 @@ def _merge(base: dict, over: dict) -> dict:
 
 
 def from_dict(raw: dict, source: str = "config") -> RunConfig:
+    """A config from a mapping of sections (task blocks, if any, applied for ``raw["task"]``)."""
     from echolite.tasks import TASKS
 
     task = raw.get("task", DEFAULT_TASK)
@@ -207,15 +238,14 @@ def from_dict(raw: dict, source: str = "config") -> RunConfig:
         cfg = RunConfig(task=task)
     except EcholiteError as err:
         raise EcholiteError(f"{source}: {err}") from None
-    blocks = {k: v for k, v in raw.items() if k in TASKS}
-    common = {k: v for k, v in raw.items() if k not in TASKS and k != "task"}
-    for part, where in ((common, source), (blocks.get(task) or {}, f"{source} [{task}]")):
-        for key, value in part.items():
-            if isinstance(value, dict) and key != "recipes":
-                for sub, v in value.items():
-                    _set(cfg, f"{key}.{sub}", v, where)
-            else:
-                _set(cfg, key, value, where)
+    has_blocks = any(k in TASKS for k in raw)
+    flat = _for_task(raw, task) if has_blocks else {k: v for k, v in raw.items() if k != "task"}
+    for key, value in flat.items():
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                _set(cfg, f"{key}.{sub}", v, source)
+        else:
+            _set(cfg, key, value, source)
     return _revalidate(cfg, source)
 
 
@@ -267,6 +297,8 @@ def _coerce(value, hint, dotted: str, source: str):
             return dict(value)
         if base is str and dotted == "train.amp" and isinstance(value, bool):
             return value  # TrainConfig maps the old true/false
+        if base is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError  # 2.5 epochs is an error, not 2
         return base(value) if base in (int, float, str, bool) else value
     except (TypeError, ValueError):
         raise EcholiteError(f"{source}: {dotted} must be {base.__name__}, but got {value!r}") from None

@@ -59,6 +59,17 @@ def store_for(out: Path) -> Store:
     return Store(Path(out).resolve().parent / "store")
 
 
+def prepare_task(cfg: RunConfig, out: Path):
+    """The task of ``cfg`` with its data ready: process 0 generates (phantom, digits) and
+    validates first, the others of a torchrun launch then just validate."""
+    from echolite import api
+
+    rank = dist_info()[0]
+    task = api.prepare(cfg, out) if rank == 0 else None
+    barrier()
+    return task if task is not None else api.prepare(cfg, out)
+
+
 def run(cfg: RunConfig, out: str | Path, device: torch.device) -> dict | None:
     """Run the whole pipeline into ``out``; finished work is reused. Returns results.json.
 
@@ -70,13 +81,10 @@ def run(cfg: RunConfig, out: str | Path, device: torch.device) -> dict | None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg.recipes()  # validated already at load; nothing long has started
-    rank = dist_info()[0]
-    if rank == 0:
-        task = api.prepare(cfg, out)  # generates the data if needed, validates
-    barrier()
-    if rank != 0:
-        task = api.prepare(cfg, out)
+    task = prepare_task(cfg, out)
+    api.claim(out, task)  # before any training: a folder of another run is refused now
     checkpoint = api.train(task, out, device)
+    rank = dist_info()[0]
     end_distributed()
     if rank != 0:
         return None

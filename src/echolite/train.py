@@ -252,16 +252,21 @@ def training_precision(cfg, device: torch.device, store=None) -> tuple[torch.dty
     return resolve_amp(device, cfg.train.amp, probe)
 
 
+NOT_MADE_FROM = {"num_workers", "root", "frame_cache", "cache_dir"}  # how data is read, not what it is
+
+
 def baseline_fingerprint(task, amp) -> dict:
-    """What a baseline is made from: the data, the model and training settings, the versions."""
-    from echolite.cache import package_versions
+    """What a baseline is made from: the data, the model and training settings, the training
+    precision, the code that trains and the packages it uses."""
+    from echolite.cache import BASELINE_PACKAGES, code_digest, package_versions
 
     cfg = task.cfg.to_dict()
     return {"task": task.NAME, "data_key": task.data.key,
-            "data": {k: v for k, v in cfg["data"].items() if k not in ("num_workers", "root")},
+            "data": {k: v for k, v in cfg["data"].items() if k not in NOT_MADE_FROM},
             "model": cfg["model"],
             "train": {k: v for k, v in cfg["train"].items() if k not in ("device", "amp")},
-            "amp": str(amp), "versions": package_versions()}
+            "amp": str(amp), "code": code_digest("baseline"),
+            "versions": package_versions(BASELINE_PACKAGES)}
 
 
 def train_baseline(task, out_dir: str | Path, device: torch.device, amp=None) -> Path:

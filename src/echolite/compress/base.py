@@ -47,6 +47,8 @@ class Context:
         threads: intra-op threads every runtime is pinned to.
         calibration_key: digest of the calibration batches (keys calibration caches).
         data_key: digest of everything data-dependent steps read (keys their outputs).
+        model_key: digest of the task, its model and data settings and the example input's shape
+            (keys every stage, with the parent stage's weights).
         finetune: ``finetune(module, epochs, lr, on_epoch=None, max_items=0) -> history``: the
             task's training loop, run in place on ``module`` (QAT, fine-tuning after pruning).
         score: ``score(predict_fn, n) -> float``: the task's primary metric on ``n`` fixed VAL
@@ -65,6 +67,7 @@ class Context:
     threads: int = 2
     calibration_key: str = "default"
     data_key: str = "default"
+    model_key: str = "default"
     finetune: Callable[..., list] | None = None
     score: Callable[[Callable], float] | None = None
     higher_is_better: bool = False
@@ -189,6 +192,15 @@ def apply(config: StepConfig, stage: Stage, ctx: Context) -> Stage:
         raise CompressionError(f"{config.key} needs a {want} PyTorch module, got a {have} stage")
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
     return handler(stage, config, ctx)
+
+
+def kept_epoch(history: list[dict], higher_is_better: bool, keep_best: bool) -> dict:
+    """The epoch a fine-tuning kept: the best VAL score if ``keep_best`` (epoch 0 = as it started),
+    else the last."""
+    if not keep_best:
+        return history[-1]
+    pick = max if higher_is_better else min
+    return pick(history, key=lambda h: h["val_score"])
 
 
 def link_or_copy(src: Path, folder: Path) -> Path:

@@ -9,7 +9,7 @@
   coupled layers (residual adds, concatenations, the two halves a mean+std pooling feeds the head)
   consistent. The model keeps its module names, so it reloads from its state dict alone
   (:func:`echolite.compress.runtimes.rebuild_from_state_dict`); BatchNorm statistics are
-  re-estimated on TRAIN inputs afterwards.
+  re-estimated afterwards on the calibration inputs (compress.calib_split, TRAIN by default).
 * ``finetune``: the task's training loop on the current model (zero weights stay zero).
 """
 
@@ -25,7 +25,16 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as tprune
 
-from echolite.compress.base import CompressionError, Context, Stage, StepConfig, register, save_weights
+from echolite.cache import package_versions
+from echolite.compress.base import (
+    CompressionError,
+    Context,
+    Stage,
+    StepConfig,
+    kept_epoch,
+    register,
+    save_weights,
+)
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +162,7 @@ def finetune(stage: Stage, cfg: FineTuneConfig, ctx: Context) -> Stage:
                            warmup_epochs=cfg.warmup_epochs)
     _release(held)
     bn = recalibrate_bn(module, _take(ctx.calibration(), cfg.bn_items)) if cfg.bn_items else 0
-    pick = max if ctx.higher_is_better else min
-    kept = pick(history, key=lambda h: h["val_score"]) if cfg.keep_best else history[-1]
+    kept = kept_epoch(history, ctx.higher_is_better, cfg.keep_best)
     details = {"epochs": cfg.epochs, "lr": cfg.lr, "history": history, "kept_epoch": kept["epoch"],
                "kept_val_score": kept["val_score"],
                "bn_recalibrated_on": bn, "sparsity_held": round(before, 4),
@@ -212,6 +220,8 @@ class UnstructuredPruneConfig(StepConfig):
             raise ValueError(f"scope must be global or layer, but got {self.scope!r}")
         if self.gradual_epochs < 0:
             raise ValueError(f"gradual_epochs must be >= 0, but got {self.gradual_epochs}")
+        if isinstance(self.keep, str):
+            raise ValueError(f"keep must be a list of module names, but got {self.keep!r}")
         object.__setattr__(self, "keep", tuple(self.keep))
 
 
@@ -317,6 +327,8 @@ class StructuredPruneConfig(StepConfig):
             raise ValueError(f"importance must be one of {IMPORTANCES}, but got {self.importance!r}")
         if self.round_to < 1:
             raise ValueError(f"round_to must be >= 1, but got {self.round_to}")
+        if isinstance(self.keep, str):
+            raise ValueError(f"keep must be a list of module names, but got {self.keep!r}")
         object.__setattr__(self, "keep", tuple(self.keep))
 
 
@@ -335,7 +347,8 @@ def structured_prune(stage: Stage, cfg: StructuredPruneConfig, ctx: Context) -> 
 
     module = copy.deepcopy(stage.module).eval()
     before = macs_and_params(module, ctx.example_input)
-    details = {"library": f"torch-pruning {_version('torch-pruning')} (DepGraph, MetaPruner)",
+    details = {"library": f"torch-pruning {package_versions(('torch-pruning',))['torch-pruning']} "
+                          "(DepGraph, MetaPruner)",
                "importance": cfg.importance, "ratio": cfg.ratio, "round_to": cfg.round_to,
                "global_pruning": cfg.global_pruning, "macs_before": before["macs"],
                "params_before": before["params"]}
@@ -371,15 +384,6 @@ def structured_prune(stage: Stage, cfg: StructuredPruneConfig, ctx: Context) -> 
              after["params"] / 1e6)
     return stage.then(cfg.method, details, module=module,
                       artifacts={"state_dict": save_weights(module, ctx.work_dir)})
-
-
-def _version(name: str) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "?"
 
 
 __all__ = ["FineTuneConfig", "UnstructuredPruneConfig", "StructuredPruneConfig", "macs_and_params",

@@ -30,6 +30,7 @@ from echolite.compress.base import (
     Context,
     Stage,
     StepConfig,
+    kept_epoch,
     link_or_copy,
     register,
 )
@@ -98,6 +99,8 @@ class StaticPTQConfig(StepConfig):
             raise ValueError(f"engine must be one of {ENGINES}, but got {self.engine!r}")
         if not 50.0 < self.percentile <= 100.0:
             raise ValueError(f"percentile must be in (50, 100], but got {self.percentile}")
+        if isinstance(self.keep_fp32, str):
+            raise ValueError(f"keep_fp32 must be a list of module names, but got {self.keep_fp32!r}")
         object.__setattr__(self, "keep_fp32", tuple(self.keep_fp32))
 
 
@@ -114,7 +117,9 @@ class QATConfig(StepConfig):
 
     Attributes:
         init: ptq (as above) | fresh (the x86 default: moving-average observers from scratch,
-            ranges and BatchNorm updating while training).
+            ranges updating during the first epoch).
+        freeze_bn: BatchNorm on its running statistics from the first step (else batch statistics
+            while training).
     """
 
     key: ClassVar[str] = "qat"
@@ -132,8 +137,10 @@ class QATConfig(StepConfig):
     engine: str = "x86"
 
     def __post_init__(self):
-        if self.epochs < 1 or self.lr <= 0:
-            raise ValueError(f"QAT needs epochs >= 1 and lr > 0, got {self.epochs}, {self.lr}")
+        if self.epochs < 1 or self.lr <= 0 or self.max_items < 0:
+            raise ValueError(f"QAT needs epochs >= 1, lr > 0, max_items >= 0, got {self}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, but got {self.engine!r}")
         if self.init not in ("ptq", "fresh"):
             raise ValueError(f"init must be ptq or fresh, but got {self.init!r}")
 
@@ -331,9 +338,9 @@ def compile_for_cpu(module: nn.Module):
 
 
 def _versions() -> dict:
-    import torchao
+    from echolite.cache import package_versions
 
-    return {"torch": torch.__version__, "torchao": torchao.__version__}
+    return package_versions(("torch", "torchao"))
 
 
 def _finish_int8(stage: Stage, converted, cfg, ctx: Context, details: dict) -> Stage:
@@ -349,15 +356,21 @@ def _finish_int8(stage: Stage, converted, cfg, ctx: Context, details: dict) -> S
     pt2 = ctx.work_dir / "model.pt2"
     torch.export.save(export_program(converted, ctx.example_input), pt2)
     details["lowering"] = "torch.compile (Inductor, freezing=True) -> oneDNN int8 kernels"
-    return stage.then(cfg.method, details, module=converted, precision="int8", runtime=INDUCTOR,
+    kept = details.get("keep_fp32") or []
+    precision = f"int8 ({len(kept)} layer(s) fp32)" if kept else "int8"
+    return stage.then(cfg.method, details, module=converted, precision=precision, runtime=INDUCTOR,
                       artifacts={"pt2": pt2})
 
 
 def _calibrate(prepared, ctx: Context, name: str) -> int:
     n = 0
     with torch.no_grad():
-        for batch in ctx.calibration():
-            prepared(batch)
+        for i, batch in enumerate(ctx.calibration(), 1):
+            try:
+                prepared(batch)
+            except Exception as err:  # noqa: BLE001 - re-raised naming the batch
+                raise CompressionError(f"{name}: calibration batch {i} of shape {tuple(batch.shape)} does "
+                                       f"not run through the model ({type(err).__name__}: {err})") from err
             n += len(batch)
     if n == 0:
         raise CompressionError(f"{name}: the calibration set is empty")
@@ -369,6 +382,9 @@ def static_ptq(stage: Stage, cfg: StaticPTQConfig, ctx: Context) -> Stage:
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     model = copy.deepcopy(stage.module).eval()
+    unknown = sorted(set(cfg.keep_fp32) - {n for n, _ in model.named_modules()})
+    if unknown:
+        raise CompressionError(f"{cfg.key}: keep_fp32 names no module: {unknown}")
     graph = export_graph(model, ctx.example_input)
     prepared = prepare_pt2e(graph, _quantizer(
         quantization_config(cfg.observer, cfg.per_channel, cfg.percentile), cfg.keep_fp32))
@@ -495,16 +511,9 @@ def qat(stage: Stage, cfg: QATConfig, ctx: Context) -> Stage:
     trainable.eval()
     prepared.apply(disable_observer)
     converted = convert_pt2e(prepared)
-    kept = _kept_epoch(history, cfg.keep_best, ctx.higher_is_better)
+    kept = kept_epoch(history, ctx.higher_is_better, cfg.keep_best)["epoch"]
     details.update(history=history, kept_epoch=kept, finetune_seconds=round(time.perf_counter() - t0, 1))
     return _finish_int8(stage, converted, cfg, ctx, details)
-
-
-def _kept_epoch(history: list[dict], keep_best: bool, higher_is_better: bool) -> int:
-    if not keep_best:
-        return history[-1]["epoch"]
-    pick = max if higher_is_better else min
-    return pick(history, key=lambda h: h["val_score"])["epoch"]
 
 
 @register(DynamicPTQConfig)

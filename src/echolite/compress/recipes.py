@@ -22,6 +22,7 @@ import dataclasses
 import logging
 import re
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -186,16 +187,38 @@ def parse_steps(name: str, raw) -> tuple[StepConfig, ...]:
     return tuple(steps)
 
 
-def _make(cls: type, fields: dict, where: str) -> StepConfig:
+def _make(cls: type, fields, where: str) -> StepConfig:
+    if not isinstance(fields, dict):
+        raise EcholiteError(f"{where}: expected {{field: value}}, got {fields!r}")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(fields) - names)
     if unknown:
         raise EcholiteError(f"{where}: unknown field(s) {', '.join(unknown)} "
                             f"(known: {', '.join(sorted(names)) or 'none'})")
+    hints = typing.get_type_hints(cls)
     try:
-        return cls(**fields)
+        return cls(**{name: _typed(value, hints[name], name) for name, value in fields.items()})
     except (TypeError, ValueError) as err:
         raise EcholiteError(f"{where}: {err}") from None
+
+
+def _typed(value, hint, name: str):
+    """``value`` as the field's declared type, or ValueError: no silent conversions."""
+    if typing.get_origin(hint) is tuple:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{name} must be a list of names, but got {value!r}")
+        return tuple(value)
+    if hint is bool and not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, but got {value!r}")
+    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"{name} must be an integer, but got {value!r}")
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{name} must be a number, but got {value!r}")
+        return float(value)
+    if hint is str and not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, but got {value!r}")
+    return value
 
 
 def check_chain(name: str, steps: tuple[StepConfig, ...]) -> None:
@@ -255,10 +278,11 @@ class StepFailed(EcholiteError):
 
 def reference_stage(module, store, ctx: Context) -> tuple[Stage, str]:
     """The float model every recipe starts from, saved in the store; returns (stage, key)."""
-    from echolite.cache import package_versions, tensors_digest
+    from echolite.cache import code_digest, package_versions, tensors_digest
     from echolite.compress.base import save_weights
 
     entry = store.entry("stage", "reference", {"weights": tensors_digest(module.state_dict()),
+                                                "model": ctx.model_key, "code": code_digest("stages"),
                                                 "versions": package_versions()})
     if not entry.complete:
         log.info("saving the reference model (%s)", entry.describe_miss())
@@ -275,13 +299,14 @@ def build(recipe: Recipe, base: Stage, base_key: str, ctx: Context, store,
     ``reload(stage)`` gives the module of a stored stage when a later step must run on it.
     ``info`` says, per step, whether it was built or reused, its store folder and seconds.
     """
-    from echolite.cache import package_versions
+    from echolite.cache import code_digest, package_versions
 
     stage, parent = base, base_key
     info = {"steps": []}
     n = len(recipe.steps)
     for i, step in enumerate(recipe.steps, 1):
-        inputs = {"parent": parent, "step": step.as_dict(), "versions": package_versions()}
+        inputs = {"parent": parent, "step": step.as_dict(), "model": ctx.model_key,
+                  "code": code_digest("stages"), "versions": package_versions()}
         if step.uses_data:
             inputs["data"] = ctx.data_key
         entry = store.entry("stage", f"{recipe.name}#{i}", inputs)

@@ -82,7 +82,10 @@ def _check_batch(raw, path: Path, n_classes: int) -> Batch:
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != ROW:
         got = f"{type(data).__name__} {getattr(data, 'dtype', '')} {getattr(data, 'shape', '')}"
         raise EcholiteError(f"{path}: b'data' must be uint8 (N, {ROW}), got {got}")
-    labels = np.asarray(labels)
+    try:
+        labels = np.asarray(labels)
+    except ValueError:
+        raise EcholiteError(f"{path}: b'labels' is not a flat list of integers") from None
     if labels.ndim != 1 or len(labels) != len(data):
         raise EcholiteError(f"{path}: {len(labels)} labels for {len(data)} images")
     if not np.issubdtype(labels.dtype, np.integer):

@@ -146,7 +146,7 @@ class EchoClips(torch.utils.data.Dataset):
         if self.cache is not None:
             frames = self.cache.clip(self.names[item], idx)  # (T, H, W), no decoding
         else:
-            frames = read_frames(video_path(self.root, self.names[item]), idx)[..., 0]  # (T, H, W)
+            frames = read_frames(video_path(self.root, self.names[item]), idx, grey=True)  # (T, H, W)
         if frames.shape[1:] != (self.size, self.size):
             frames = np.stack([
                 cv2.resize(f, (self.size, self.size), interpolation=cv2.INTER_AREA) for f in frames

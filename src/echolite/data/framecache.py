@@ -23,7 +23,6 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from echolite import EcholiteError
@@ -34,20 +33,10 @@ FRAMES, INDEX = "frames.u8", "index.json"
 
 
 def _grey_frames(path: Path) -> np.ndarray:
-    """All frames of a video as uint8 (T, H, W) grey."""
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            frames.append(frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
-    finally:
-        cap.release()
-    if not frames:
-        raise EcholiteError(f"{path}: no decodable frames")
-    return np.stack(frames)
+    """All frames of a video as uint8 (T, H, W) grey (the decoder path's own conversion)."""
+    from echolite.data.video import read_frames
+
+    return read_frames(path, grey=True)
 
 
 def _source_stamp(path: Path) -> list[int]:

@@ -1,6 +1,7 @@
 """Epoch-keyed sampling: the order and the augmentation of every training item are functions of
-(seed, epoch), whatever the number of workers or processes, so an interrupted run resumes bit for
-bit — also with another number of processes."""
+(seed, epoch), whatever the number of loader workers or processes. An interrupted run resumes bit
+for bit; with another number of processes it sees the same items per step (BatchNorm statistics
+then differ, as each process normalises its own share, unless train.freeze_bn)."""
 
 from __future__ import annotations
 

@@ -42,8 +42,14 @@ def probe_video(path: str | Path) -> VideoInfo:
         cap.release()
 
 
-def read_frames(path: str | Path, indices: np.ndarray | None = None) -> np.ndarray:
-    """Decode frames of a video as grey-level RGB.
+def to_grey(frame: np.ndarray) -> np.ndarray:
+    """One decoded frame (H, W, 3) BGR or (H, W) as (H, W) uint8 grey: the one conversion both the
+    decoder path and the decoded-frame cache use (ITU-R BT.601 luma; exact for grey video)."""
+    return frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+
+
+def read_frames(path: str | Path, indices: np.ndarray | None = None, grey: bool = False) -> np.ndarray:
+    """Decode frames of a video as RGB, or as grey with ``grey``.
 
     Args:
         path: video file.
@@ -52,7 +58,7 @@ def read_frames(path: str | Path, indices: np.ndarray | None = None) -> np.ndarr
             or grabbed without colour conversion when the gap is small.
 
     Returns:
-        uint8 array (len(indices), height, width, 3), values 0..255.
+        uint8 array (len(indices), height, width, 3) RGB, or (len(indices), height, width) grey.
 
     Raises:
         EcholiteError: the file cannot be opened or a requested frame cannot be decoded.
@@ -70,7 +76,7 @@ def read_frames(path: str | Path, indices: np.ndarray | None = None) -> np.ndarr
                 frames.append(frame)
             if not frames:
                 raise EcholiteError(f"{path}: video has no decodable frames")
-            return np.stack(frames)[..., ::-1].copy()
+            return _finish(frames, grey)
         indices = np.asarray(indices, dtype=np.int64)
         wanted = np.unique(indices)
         decoded: dict[int, np.ndarray] = {}
@@ -89,10 +95,15 @@ def read_frames(path: str | Path, indices: np.ndarray | None = None) -> np.ndarr
                 )
             decoded[int(idx)] = frame
             position = int(idx) + 1
-        out = np.stack([decoded[int(i)] for i in indices])
-        return out[..., ::-1].copy()  # BGR -> RGB (channels are identical for echo)
+        return _finish([decoded[int(i)] for i in indices], grey)
     finally:
         cap.release()
+
+
+def _finish(frames: list[np.ndarray], grey: bool) -> np.ndarray:
+    if grey:
+        return np.stack([to_grey(f) for f in frames])
+    return np.stack(frames)[..., ::-1].copy()  # BGR -> RGB
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float) -> None:
