@@ -21,7 +21,7 @@ def _row(name, p50, size, delta=None, family="quantization", value=3.0):
             "details": {"steps": []}}
 
 
-def results(rows, higher_is_better=False, relative=True, budget=0.05):
+def results(rows, higher_is_better=False, relative=True, budget=0.05, split="VAL"):
     return {"schema": SCHEMA, "run": {"name": "t", "created": "now", "command": "echolite run", "config": {},
                                       "environment": {}, "data": {}, "resolved": {}},
             "task": {"name": "ef", "title": "test", "item": "video", "primary": "mae", "model": "m",
@@ -31,7 +31,7 @@ def results(rows, higher_is_better=False, relative=True, budget=0.05):
             "measure": {"device": "cpu: test, 2 threads", "threads": 2, "latency_batch": 1,
                         "throughput_batch": 16, "reference_p50_first_ms": 40.0,
                         "reference_p50_last_ms": 41.0, "reference_drift": 0.025,
-                        "protocol": "p", "eval": {"split": "TEST", "n": 2, "ids": ["a", "b"],
+                        "protocol": "p", "eval": {"split": split, "n": 2, "ids": ["a", "b"],
                                                   "targets": [1.0, 2.0], "n_bootstrap": 10}},
             "rows": [_row("fp32", 40.0, 44_000_000, family="reference"), *rows]}
 
@@ -51,8 +51,32 @@ def test_the_choice_is_made_on_val_not_on_test():
     slow = _row("slow", 9.0, 11_000_000, (0.03, -0.01, 0.08))  # outside on TEST, within on VAL
     slow["selection"] = {"split": "VAL", "paired_delta": {"mae": {"relative": 0.0, "rel_ci_low": -0.02,
                                                                  "rel_ci_high": 0.02}}}
-    best, why = recommend(results([fast, slow]))
+    unscored = _row("fastest-without-val-scores", 1.0, 3_000_000, (0.0, -0.01, 0.01))
+    best, why = recommend(results([fast, slow, unscored], split="TEST"))
     assert best["name"] == "slow" and "bound on VAL" in why
+
+
+def test_rows_scored_on_test_alone_are_never_recommended():
+    best, why = recommend(results([_row("good", 9.0, 11_000_000, (0.01, -0.02, 0.04))], split="TEST"))
+    assert best is None and "never chosen on TEST" in why
+
+
+def test_a_fine_tuning_that_kept_epoch_0_is_said_in_the_table_and_summary(tmp_path):
+    qat = _row("qat-int8", 9.0, 11_000_000, (0.0, -0.01, 0.01))
+    qat["details"]["steps"] = [{"method": "qat", "kept_epoch": 0,
+                                "history": [{"epoch": 0, "val_score": 2.46}, {"epoch": 1, "val_score": 2.53}]}]
+    trained = _row("qat-trained", 9.5, 11_000_000, (0.0, -0.01, 0.01))
+    trained["details"]["steps"] = [{"method": "qat", "kept_epoch": 1,
+                                    "history": [{"epoch": 0, "val_score": 2.5}, {"epoch": 1, "val_score": 2.4}]}]
+    r = results([qat, trained])
+    table = table_markdown(r)
+    assert "| qat-int8 | m (epoch 0 kept) |" in table and "| qat-trained | m |" in table
+    (tmp_path / "results.json").write_text(json.dumps(r))
+    (tmp_path / "confusion.png").write_bytes(b"an old report's figure")
+    report = write_report(tmp_path).read_text()
+    assert "`qat-int8`: qat kept epoch 0 of 1 (no epoch beat its start on VAL)" in report
+    assert "qat-trained`:" not in report
+    assert not (tmp_path / "confusion.png").exists()  # a figure this report does not draw is removed
 
 
 def test_none_qualifies_is_said():

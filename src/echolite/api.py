@@ -111,14 +111,15 @@ def compress(task, checkpoint: str | Path, out: str | Path, dev: torch.device | 
     from echolite.run import store_for
     from echolite.runtime import atomic_write_json, atomic_write_text, environment
     from echolite.tasks.base import EvalSet
-    from echolite.train import load_checkpoint, training_precision
+    from echolite.train import baseline_fingerprint, load_checkpoint, training_precision
 
     cfg, out = task.cfg, Path(out)
     claim(out, task)
     _, ckpt_cfg, model, ckpt = load_checkpoint(checkpoint)
-    made_from = ckpt.get("fingerprint", {})
-    if made_from.get("data_key") != task.data.key or ckpt_cfg.to_dict()["model"] != cfg.to_dict()["model"]:
-        raise EcholiteError(f"{checkpoint}: trained on other data or as another model than this task's; "
+    made_from, wanted = ckpt.get("fingerprint", {}), baseline_fingerprint(task, None)
+    differ = [k for k in ("task", "data_key", "data", "model", "train") if made_from.get(k) != wanted[k]]
+    if differ:
+        raise EcholiteError(f"{checkpoint}: made from other {', '.join(differ)} than this task's settings; "
                             "compress the model of this data (api.train) or prepare the task it was made for")
     dev = dev or device(cfg.train.device)
     store = store_for(out)
@@ -144,6 +145,7 @@ def compress(task, checkpoint: str | Path, out: str | Path, dev: torch.device | 
                 "command": " ".join(["echolite", *sys.argv[1:]]), "config": cfg.to_dict(), "environment": env,
                 "data": {**task.data.description, "key": task.data.key},
                 "resolved": {"device": str(dev), "amp": amp_note, "compile_training": cfg.train.compile,
+                             "memory_format": "channels_last (training)",
                              "processes": int(os.environ.get("WORLD_SIZE", "1"))},
                 "store": os.path.relpath(store.root, out)},
         "task": task.spec(),
@@ -204,18 +206,12 @@ def _row(run_dir, name: str) -> tuple[dict, dict]:
 def load_variant(run_dir: str | Path, name: str):
     """A saved variant opened from its files (.pt2, .onnx, state dict) as a deployment would:
     returns ``predict(x) -> y`` on float CPU tensors."""
-    from echolite import EcholiteError
     from echolite.compress.base import Stage
     from echolite.compress.runtimes import open_runner
     from echolite.config import from_dict
-    from echolite.report import load_results
     from echolite.tasks import task_class
 
-    results = load_results(run_dir)
-    row = next((r for r in results["rows"] if r["name"] == name), None)
-    if row is None or row["status"] != "ok":
-        known = [r["name"] for r in results["rows"] if r["status"] == "ok"]
-        raise EcholiteError(f"{run_dir}: no measured variant {name!r} (have: {', '.join(known)})")
+    results, row = _row(run_dir, name)
     cfg = from_dict(results["run"]["config"])
     stage = Stage.load(Path(run_dir) / results["run"]["store"] / row["store"])
     return open_runner(stage, lambda: task_class(cfg.task).build_model(cfg), cfg.measure.threads)

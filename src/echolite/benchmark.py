@@ -79,7 +79,7 @@ def time_variant(fn, example: torch.Tensor, mc) -> dict:
     """Batch-1 latency (ms per item) and throughput at ``mc.throughput_batch`` (items/s)."""
     lat = time_callable(lambda: fn(example), mc.latency_min_runs, mc.latency_min_seconds)
     big = example.expand(mc.throughput_batch, *example.shape[1:]).contiguous()
-    thr = time_callable(lambda: fn(big), 5, 2.0, warmup=2)
+    thr = time_callable(lambda: fn(big), 5, mc.latency_min_seconds, warmup=2)
     lat["throughput_batch"] = mc.throughput_batch
     lat["throughput_items_per_s"] = mc.throughput_batch * 1e3 / thr["p50"]
     lat["throughput_first_call_ms"] = thr["first_call_ms"]
@@ -205,6 +205,10 @@ def device_rows(task, model: torch.nn.Module, device: torch.device, evalset, idx
             "not available: this onnxruntime has no TensorrtExecutionProvider "
             f"(it has {', '.join(providers)}); install onnxruntime-gpu with TensorRT"), "measure"),
             "status": "unavailable", "device": label})
+    else:
+        rows.append({**failed_row(f"{device.type}-int8-tensorrt", "device", RuntimeError(
+            "not implemented: TensorrtExecutionProvider is installed, but echolite does not build "
+            "TensorRT int8 engines yet"), "measure"), "status": "unavailable", "device": label})
     return rows
 
 
@@ -328,12 +332,16 @@ def bench_run(run_dir: str | Path, min_runs: int | None = None, min_seconds: flo
         if row["status"] != "ok":
             skipped.append(f"{row['name']}: failed in the run ({row['error']})")
             continue
+        runner = None
         try:
             runner = open_runner(Stage.load(store.root / row["store"]), factory, mc.threads)
             timings[key] = time_variant(runner, example, mc)
         except Exception as err:  # noqa: BLE001 - reported, never skipped silently
             skipped.append(f"{row['name']}: {type(err).__name__}: {err}".splitlines()[0])
             continue
+        finally:
+            runner = None  # released before the next row, as in the run (held runners slow the rest)
+            gc.collect()
         log.info("%s: p50 %.2f ms", key, timings[key]["p50"])
     timings[f"{REFERENCE} [{ref['backend']}] (last)"] = time_variant(ref_runner, example, mc)
     ref_p50 = next(iter(timings.values()))["p50"]

@@ -141,8 +141,12 @@ def recommend(results: dict) -> tuple[dict | None, str]:
     """
     budget = results["task"]["budget"]
     rows = ok_rows(results)[1:]
-    split = next((r["selection"]["split"] for r in rows if r.get("selection")),
-                 results["measure"]["eval"]["split"])
+    selected = [r for r in rows if r.get("selection")]
+    split = selected[0]["selection"]["split"] if selected else results["measure"]["eval"]["split"]
+    if split == "TEST":
+        return None, "the rows carry no VAL scores, and a variant is never chosen on TEST"
+    if selected:
+        rows = selected  # a row without VAL scores cannot be chosen
     candidates = []
     for r in rows:
         bound = worsening_bound(r, results, chosen_on=True)
@@ -172,6 +176,16 @@ def _delta_cell(d: dict, spec: str, relative: bool) -> str:
     return f"{d['value']:+{spec}} [{d['ci_low']:+{spec}}, {d['ci_high']:+{spec}}]"
 
 
+def training_note(row: dict) -> str | None:
+    """Say so when a row's fine-tuning (QAT, pruning's fine-tune) kept none of its epochs: the row
+    is then its starting point (the PTQ ranges, the pruned model before fine-tuning)."""
+    for step in row.get("details", {}).get("steps", []):
+        if step.get("kept_epoch") == 0 and step.get("history"):
+            return (f"{step.get('method', 'fine-tuning')} kept epoch 0 of {len(step['history']) - 1} "
+                    "(no epoch beat its start on VAL): the row is its starting point")
+    return None
+
+
 def summary_lines(results: dict) -> list[str]:
     task, meas = results["task"], results["measure"]
     ref = reference(results)
@@ -192,7 +206,19 @@ def summary_lines(results: dict) -> list[str]:
                      f"{ref_size / size_bytes(best):.1f}× smaller, "
                      f"{ref_p50 / best['latency_ms']['p50']:.1f}× "
                      f"faster on {meas['device']}; on {meas['eval']['split']}: paired Δ{p['label']} "
-                     f"{_delta_cell(d, p['fmt'], task['budget']['relative'])}.")
+                     f"{_delta_cell(d, p['fmt'], task['budget']['relative'])}. VAL also chose the kept "
+                     "fine-tuning epochs and any fallback layers, so the VAL bound is optimistic; the "
+                     f"{meas['eval']['split']} Δ is the check.")
+    for r in ok_rows(results)[1:]:
+        note = training_note(r)
+        if note:
+            lines.append(f"- `{r['name']}`: {note}.")
+        search = next((s["sensitivity"] for s in r["details"].get("steps", [])
+                       if s.get("sensitivity")), None)
+        if search and not search.get("within_bound", True):
+            lines.append(f"- `{r['name']}`: the fallback search did **not** reach its bound "
+                         f"({search['final_score']:.4g} vs {search['bound']:.4g} on VAL) within "
+                         f"{len(search['layers'][:search.get('max_layers', 0)])} layer(s).")
     failed = [r["name"] for r in results["rows"] if r["status"] == "failed"]
     n_ok = len(ok_rows(results)) - 1
     lines.append(f"- {n_ok} variant(s) measured" + (f", {len(failed)} failed ({', '.join(failed)})"
@@ -233,8 +259,10 @@ def table_markdown(results: dict) -> str:
             macs = [f"{cx['macs'] / 1e9:.2f} ({cx['macs'] / ref_macs:.2f}×)", f"{cx['params'] / 1e6:.2f}"] \
                 if show_macs else []
             lines.append("| " + " | ".join([
-                r["name"], r["method"], r["precision"], r["backend"],
-                f"{size / MB:.2f} ({size / ref_size:.2f}×)", _fmt((r.get("size_compressed_bytes") or 0) / MB),
+                r["name"], r["method"] + (" (epoch 0 kept)" if training_note(r) else ""),
+                r["precision"], r["backend"],
+                f"{size / MB:.2f} ({size / ref_size:.2f}×)",
+                "—" if r.get("size_compressed_bytes") is None else _fmt(r["size_compressed_bytes"] / MB),
                 _metric_cell(v[p["key"]], p["fmt"]),
                 "—" if d is None else _delta_cell(d, p["fmt"], rel),
                 *[format(v[m["key"]]["value"], m["fmt"]) for m in others], *macs,
@@ -465,6 +493,10 @@ def write_report(run_dir: str | Path) -> Path:
     for caption in filter(None, captions):
         name = caption.split("**")[1]
         lines += [f"![{name}]({name})", "", caption, ""]
+    written = {c.split("**")[1] for c in captions if c}
+    for stale in run_dir.glob("*.png"):  # figures of an earlier report that this one does not draw
+        if stale.name not in written:
+            stale.unlink()
     path = run_dir / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path

@@ -232,7 +232,10 @@ def training_precision(cfg, device: torch.device, store=None) -> tuple[torch.dty
             barrier()
             return json.loads((entry_for().path / "seconds.json").read_text())
         entry = entry_for()
-        if not entry.complete:
+        if entry.complete:
+            log.info("train.amp=auto: reusing the step timings of this CPU and model measured "
+                     "earlier (%s)", entry.path.name)
+        else:
             log.info("timing a training step in fp32 and in bf16 to resolve train.amp=auto (%s)",
                      entry.describe_miss())
             seconds = training_step_seconds(cfg, device)

@@ -125,15 +125,18 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, input_name:
 
 def float_export(module: nn.Module, ctx: Context) -> Path:
     """The ONNX export of a float module, shared by every step that needs it (keyed by weights)."""
-    from echolite.cache import package_versions, tensors_digest
+    from echolite.cache import code_digest, package_versions, tensors_digest
 
     if ctx.store is None:
         return export_onnx(copy.deepcopy(module).eval(), ctx.example_input, ctx.work_dir / "fp32.onnx",
                            ctx.input_name)
     entry = ctx.store.entry("onnx", "fp32 onnx export", {
-        "weights": tensors_digest(module.state_dict()), "input_name": ctx.input_name,
+        "weights": tensors_digest(module.state_dict()), "model": ctx.model_key,
+        "code": code_digest("stages"), "input_name": ctx.input_name,
         "example_shape": list(ctx.example_input.shape), "versions": package_versions()})
-    if not entry.complete:
+    if entry.complete:
+        log.info("reusing the float model's ONNX export %s", entry.path.name)
+    else:
         log.info("exporting the float model to ONNX (%s)", entry.describe_miss())
         with entry.build() as tmp:
             export_onnx(copy.deepcopy(module).eval(), ctx.example_input, tmp / "model.onnx",
@@ -328,7 +331,8 @@ def weight_layers(onnx_path: Path) -> dict[str, str]:
         if node.op_type not in WEIGHT_OPS:
             continue
         weight = next((i for i in node.input[1:] if i in inits and i.endswith(".weight")), None)
-        out[weight[: -len(".weight")] if weight else node.name] = node.name
+        # a node whose weight has no module name is labelled as such, never passed off as a module
+        out[weight[: -len(".weight")] if weight else f"onnx-node:{node.name}"] = node.name
     return out
 
 
@@ -365,6 +369,8 @@ def ort_static(stage: Stage, cfg: OrtStaticConfig, ctx: Context) -> Stage:
                                f"(layers: {', '.join(list(layers)[:4])}, ...)")
     ranges, entry = _ranges(fp32, cfg, ctx)
     out = ctx.work_dir / "model.onnx"
+    if entry is not None and entry.complete:
+        log.info("reusing the %s calibration ranges %s", cfg.calibrator, entry.path.name)
     if entry is not None and not entry.complete:
         log.info("calibrating ONNX Runtime ranges (%s)", entry.describe_miss())
         with entry.build() as tmp:

@@ -374,9 +374,13 @@ def structured_prune(stage: Stage, cfg: StructuredPruneConfig, ctx: Context) -> 
         module.zero_grad(set_to_none=True)
         widths = {n: m.out_channels for n, m in module.named_modules() if isinstance(m, nn.Conv2d)}
         details["conv_widths"] = widths
-    bn = recalibrate_bn(module, _take(ctx.calibration(), cfg.bn_items)) if cfg.bn_items else 0
+    recal = cfg.bn_items and cfg.ratio > 0  # ratio 0 is the identity
+    bn = recalibrate_bn(module, _take(ctx.calibration(), cfg.bn_items)) if recal else 0
     module.eval()
     after = macs_and_params(module, ctx.example_input)
+    if cfg.ratio > 0 and after["macs"] >= before["macs"]:
+        raise CompressionError(f"{cfg.key}: pruning {cfg.ratio:.0%} of the channels removed no MACs "
+                               f"({before['macs'] / 1e9:.2f}G before and after): nothing was prunable")
     details.update(bn_recalibrated_on=bn, **after, macs_ratio=after["macs"] / before["macs"],
                    params_ratio=after["params"] / before["params"])
     log.info("structured pruning %.0f %% (%s): MACs %.2fG -> %.2fG, params %.2fM -> %.2fM", 100 * cfg.ratio,

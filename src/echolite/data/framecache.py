@@ -9,7 +9,8 @@ the memory map — no decoding. Its folder holds::
                  source file's size and mtime and a sha1 of its decoded frames; the dataset key
 
 A cache is used only if its dataset key matches and no source video changed (size or mtime,
-checked on open); a full check of the frames against their sha1 is ``verify(full=True)``.
+checked on open); a full check of the frames against their sha1 is ``verify(folder)``
+(``echolite cache --verify``).
 """
 
 from __future__ import annotations

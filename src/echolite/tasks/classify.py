@@ -108,7 +108,14 @@ class ClassifyTask(Task):
     # --- data ---------------------------------------------------------------------------------
     @classmethod
     def prepare(cls, cfg, run_dir: Path) -> DataRef:
-        from echolite.data.cifar import TEST_BATCH, TRAIN_BATCHES, batches_dir, read_cifar, stratified_split
+        from echolite.data.cifar import (
+            META,
+            TEST_BATCH,
+            TRAIN_BATCHES,
+            batches_dir,
+            read_cifar,
+            stratified_split,
+        )
         from echolite.data.digits import write_digits
 
         dc = cfg.data
@@ -137,7 +144,7 @@ class ClassifyTask(Task):
                  "TEST": (data.test.images, data.test.labels)}
         folder = batches_dir(root)
         key = digest({"root": str(folder.resolve()), "val": [n_val, dc.val_seed],
-                      "files": {n: file_digest(folder / n) for n in (*TRAIN_BATCHES, TEST_BATCH)}})
+                      "files": {n: file_digest(folder / n) for n in (*TRAIN_BATCHES, TEST_BATCH, META)}})
         splits = {s: int(len(table[s][1])) for s in ("TRAIN", "VAL", "TEST")}
         return DataRef(folder, table, key, {"root": str(folder), "kind": kind, "splits": splits,
                                             "classes": len(data.classes)})

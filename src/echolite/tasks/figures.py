@@ -17,6 +17,7 @@ def plot_agreement(results: dict, path: Path) -> str | None:
 
     rows = ok_rows(results)
     truth = np.asarray(results["measure"]["eval"]["targets"])
+    split = results["measure"]["eval"]["split"]
     ref = np.asarray(rows[0]["prediction"])
     pyplot = plt()
     fig, (ax1, ax2) = pyplot.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [1, 1.4]})
@@ -31,7 +32,7 @@ def plot_agreement(results: dict, path: Path) -> str | None:
                      textcoords="offset points", ha="right", fontsize=8, color="C3")
     ax1.set_xlabel("mean of FP32 prediction and true EF (%)")
     ax1.set_ylabel("FP32 prediction − true EF (EF points)")
-    ax1.set_title("Bland–Altman: FP32 baseline vs truth (TEST)", fontsize=10)
+    ax1.set_title(f"Bland–Altman: FP32 baseline vs truth ({split})", fontsize=10)
     ax1.grid(alpha=0.3)
     variants = rows[1:]
     if variants:
@@ -51,12 +52,12 @@ def plot_agreement(results: dict, path: Path) -> str | None:
     pyplot.close(fig)
     return (f"**{path.name}** — left: agreement of the FP32 model with the true EF as clinicians judge a "
             f"measurement (bias and 95 % limits of agreement, bias ± 1.96 SD: {bias:+.2f} ± {1.96 * sd:.2f} "
-            f"EF points). Right: for each variant, how far its prediction moved from FP32's on every TEST "
+            f"EF points). Right: for each variant, how far its prediction moved from FP32's on every {split} "
             f"video; a box hugging 0 means the variant measures EF like the baseline.")
 
 
 def plot_confusion(results: dict, path: Path) -> str | None:
-    """The FP32 model's confusion matrix, and how many TEST images each variant classifies differently."""
+    """The FP32 model's confusion matrix, and how many evaluated images each variant labels differently."""
     from echolite.report import ok_rows, plt
 
     rows = ok_rows(results)
@@ -90,5 +91,5 @@ def plot_confusion(results: dict, path: Path) -> str | None:
     fig.savefig(path, dpi=110)
     pyplot.close(fig)
     return (f"**{path.name}** — left: where the FP32 model confuses classes (rows: true class). Right: for "
-            "each variant, how many TEST images it assigns another class than FP32 does; 0 means it "
+            f"each variant, how many {split} images it assigns another class than FP32 does; 0 means it "
             "classifies exactly like the baseline.")
