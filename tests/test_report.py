@@ -63,11 +63,11 @@ def test_rows_scored_on_test_alone_are_never_recommended():
 
 def test_a_fine_tuning_that_kept_epoch_0_is_said_in_the_table_and_summary(tmp_path):
     qat = _row("qat-int8", 9.0, 11_000_000, (0.0, -0.01, 0.01))
-    qat["details"]["steps"] = [{"method": "qat", "kept_epoch": 0,
-                                "history": [{"epoch": 0, "val_score": 2.46}, {"epoch": 1, "val_score": 2.53}]}]
+    history = [{"epoch": 0, "val_score": 2.46}, {"epoch": 1, "val_score": 2.53}]
+    qat["details"]["steps"] = [{"method": "qat", "kept_epoch": 0, "history": history}]
     trained = _row("qat-trained", 9.5, 11_000_000, (0.0, -0.01, 0.01))
-    trained["details"]["steps"] = [{"method": "qat", "kept_epoch": 1,
-                                    "history": [{"epoch": 0, "val_score": 2.5}, {"epoch": 1, "val_score": 2.4}]}]
+    history = [{"epoch": 0, "val_score": 2.5}, {"epoch": 1, "val_score": 2.4}]
+    trained["details"]["steps"] = [{"method": "qat", "kept_epoch": 1, "history": history}]
     r = results([qat, trained])
     table = table_markdown(r)
     assert "| qat-int8 | m (epoch 0 kept) |" in table and "| qat-trained | m |" in table
