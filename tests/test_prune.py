@@ -193,8 +193,8 @@ def sparsity_share(model):
 
 
 def test_qat_started_from_ptq_ranges_converts_to_the_ptq_ranges(model, tmp_path):
-    """Before any training, QAT (init=ptq) quantizes activations exactly as static PTQ does."""
-    ptq = prune(model, StaticPTQConfig(), tmp_path / "ptq")
+    """Before any training, QAT (init=ptq) quantizes activations exactly as min-max static PTQ does."""
+    ptq = prune(model, StaticPTQConfig(observer="minmax"), tmp_path / "ptq")
 
     def no_training(module, epochs, lr, **kw):
         module.eval()

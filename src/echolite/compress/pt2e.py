@@ -86,7 +86,7 @@ class StaticPTQConfig(StepConfig):
     consumes: ClassVar[str] = FLOAT
     produces: ClassVar[str] = QUANTIZED
 
-    observer: str = "minmax"
+    observer: str = "percentile"  # chosen on VAL (README: how the defaults were chosen)
     per_channel: bool = True
     percentile: float = 99.99
     keep_fp32: tuple[str, ...] = ()
@@ -111,7 +111,7 @@ class QATConfig(StepConfig):
     Started from the PTQ-calibrated ranges (``init=ptq``), QAT begins where static PTQ ends: the
     same min-max observers run over the same calibration batches with fake quantization off.
     The activation ranges then stay fixed, weight ranges follow the weights (per channel), and
-    BatchNorm normalises with its running statistics (frozen) from the first step. With
+    BatchNorm trains on batch statistics unless ``freeze_bn`` (VAL chose training). With
     ``keep_best`` the VAL score of every epoch, the PTQ-initialised start (epoch 0) included,
     decides which weights are converted.
 
@@ -132,7 +132,7 @@ class QATConfig(StepConfig):
     lr: float = 1e-5
     max_items: int = 0  # TRAIN items per epoch; 0 = all
     init: str = "ptq"
-    freeze_bn: bool = True
+    freeze_bn: bool = False  # chosen on VAL (README: how the defaults were chosen)
     keep_best: bool = True
     engine: str = "x86"
 
