@@ -1,5 +1,5 @@
-# Quick start:  make run   (EF: phantom -> train -> compress -> measure -> report, ~15 min on 2 CPU cores)
-#               make test  (unit + end-to-end tests, a few minutes)
+# Quick start:  make run   (EF: phantom -> train -> compress -> measure -> report, ~14.5 min on 2 CPU cores + set-up)
+#               make test  (unit + end-to-end tests, ~12 min)
 #               make run-classify  (the same pipeline for image classification, built-in digits)
 # Both create the virtual environment .venv on first use.
 PYTHON ?= python3
