@@ -73,10 +73,14 @@ def test_a_fine_tuning_that_kept_epoch_0_is_said_in_the_table_and_summary(tmp_pa
     assert "| qat-int8 | m (epoch 0 kept) |" in table and "| qat-trained | m |" in table
     (tmp_path / "results.json").write_text(json.dumps(r))
     (tmp_path / "confusion.png").write_bytes(b"an old report's figure")
+    (tmp_path / "report.md").write_text("![confusion.png](confusion.png)\n")  # the earlier report's
+    (tmp_path / "mine.png").write_bytes(b"a user's own file")
     report = write_report(tmp_path).read_text()
     assert "`qat-int8`: qat kept epoch 0 of 1 (no epoch beat its start on VAL)" in report
     assert "qat-trained`:" not in report
-    assert not (tmp_path / "confusion.png").exists()  # a figure this report does not draw is removed
+    assert not (tmp_path / "confusion.png").exists()  # the earlier report's figure, not drawn now
+    assert (tmp_path / "mine.png").read_bytes() == b"a user's own file"  # not the report's: kept
+    assert "VAL bound is optimistic" not in report  # scored on VAL: no TEST check to point to
 
 
 def test_none_qualifies_is_said():

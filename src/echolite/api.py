@@ -115,7 +115,7 @@ def compress(task, checkpoint: str | Path, out: str | Path, dev: torch.device | 
 
     cfg, out = task.cfg, Path(out)
     claim(out, task)
-    _, ckpt_cfg, model, ckpt = load_checkpoint(checkpoint)
+    _, _, model, ckpt = load_checkpoint(checkpoint)
     made_from, wanted = ckpt.get("fingerprint", {}), baseline_fingerprint(task, None)
     differ = [k for k in ("task", "data_key", "data", "model", "train") if made_from.get(k) != wanted[k]]
     if differ:

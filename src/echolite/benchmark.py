@@ -220,10 +220,18 @@ def _ort_providers() -> list[str]:
 
 def measure_all(task, model: torch.nn.Module, recipes: list[Recipe], store, run_dir: Path,
                 device: torch.device, amp=None) -> dict:
-    """The reference row and one row per recipe; returns the ``measure`` and ``rows`` of results."""
-    cfg, mc = task.cfg, task.cfg.measure
+    """The reference row and one row per recipe; returns the ``measure`` and ``rows`` of results.
+    Runs at ``measure.threads`` threads and gives the caller's thread count back, also on errors."""
     threads_before = torch.get_num_threads()
-    torch.set_num_threads(mc.threads)
+    torch.set_num_threads(task.cfg.measure.threads)
+    try:
+        return _measure_all(task, model, recipes, store, run_dir, device, amp)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _measure_all(task, model, recipes, store, run_dir, device, amp) -> dict:
+    cfg, mc = task.cfg, task.cfg.measure
     device_label = f"cpu: {cpu_name()}, {mc.threads} threads"
     evalset = task.eval_set(cfg.eval.split)
     idx = resample_indices(len(evalset), cfg.eval.n_bootstrap, cfg.eval.seed)
@@ -287,7 +295,6 @@ def measure_all(task, model: torch.nn.Module, recipes: list[Recipe], store, run_
                     "eval": {"split": evalset.split, "n": len(evalset), "ids": list(evalset.ids),
                              "targets": np.round(evalset.targets, 4).tolist(),
                              "n_bootstrap": cfg.eval.n_bootstrap, "seed": cfg.eval.seed}}
-    torch.set_num_threads(threads_before)
     return {"measure": measure_info, "rows": rows}
 
 

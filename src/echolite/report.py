@@ -25,6 +25,7 @@ same process.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from echolite import EcholiteError
@@ -182,7 +183,8 @@ def training_note(row: dict) -> str | None:
     for step in row.get("details", {}).get("steps", []):
         if step.get("kept_epoch") == 0 and step.get("history"):
             return (f"{step.get('method', 'fine-tuning')} kept epoch 0 of {len(step['history']) - 1} "
-                    "(no epoch beat its start on VAL): the row is its starting point")
+                    "(no epoch beat its start on VAL): the row is its starting point (for QAT the "
+                    "min-max PTQ ranges, for a fine-tune the model before it)")
     return None
 
 
@@ -206,19 +208,20 @@ def summary_lines(results: dict) -> list[str]:
                      f"{ref_size / size_bytes(best):.1f}× smaller, "
                      f"{ref_p50 / best['latency_ms']['p50']:.1f}× "
                      f"faster on {meas['device']}; on {meas['eval']['split']}: paired Δ{p['label']} "
-                     f"{_delta_cell(d, p['fmt'], task['budget']['relative'])}. VAL also chose the kept "
-                     "fine-tuning epochs and any fallback layers, so the VAL bound is optimistic; the "
-                     f"{meas['eval']['split']} Δ is the check.")
+                     f"{_delta_cell(d, p['fmt'], task['budget']['relative'])}."
+                     + ("" if meas["eval"]["split"] == "VAL" else
+                        " VAL also chose the kept fine-tuning epochs and any fallback layers, so the VAL "
+                        f"bound is optimistic; the {meas['eval']['split']} Δ is the check."))
     for r in ok_rows(results)[1:]:
         note = training_note(r)
         if note:
             lines.append(f"- `{r['name']}`: {note}.")
-        search = next((s["sensitivity"] for s in r["details"].get("steps", [])
-                       if s.get("sensitivity")), None)
-        if search and not search.get("within_bound", True):
+        step = next((s for s in r["details"].get("steps", []) if s.get("sensitivity")), None)
+        if step and not step["sensitivity"].get("within_bound", True):
+            search = step["sensitivity"]
             lines.append(f"- `{r['name']}`: the fallback search did **not** reach its bound "
-                         f"({search['final_score']:.4g} vs {search['bound']:.4g} on VAL) within "
-                         f"{len(search['layers'][:search.get('max_layers', 0)])} layer(s).")
+                         f"({search['final_score']:.4g} vs {search['bound']:.4g} on VAL) with "
+                         f"{len(step.get('kept_fp32', []))} layer(s) kept in FP32.")
     failed = [r["name"] for r in results["rows"] if r["status"] == "failed"]
     n_ok = len(ok_rows(results)) - 1
     lines.append(f"- {n_ok} variant(s) measured" + (f", {len(failed)} failed ({', '.join(failed)})"
@@ -493,10 +496,10 @@ def write_report(run_dir: str | Path) -> Path:
     for caption in filter(None, captions):
         name = caption.split("**")[1]
         lines += [f"![{name}]({name})", "", caption, ""]
-    written = {c.split("**")[1] for c in captions if c}
-    for stale in run_dir.glob("*.png"):  # figures of an earlier report that this one does not draw
-        if stale.name not in written:
-            stale.unlink()
     path = run_dir / "report.md"
+    written = {c.split("**")[1] for c in captions if c}
+    earlier = set(re.findall(r"!\[[^\]]*\]\(([^)/]+\.png)\)", path.read_text())) if path.is_file() else set()
+    for stale in earlier - written:  # figures the earlier report drew and this one does not
+        (run_dir / stale).unlink(missing_ok=True)
     atomic_write_text(path, "\n".join(lines))
     return path

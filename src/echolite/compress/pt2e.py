@@ -108,8 +108,9 @@ class StaticPTQConfig(StepConfig):
 class QATConfig(StepConfig):
     """Fake-quant fine-tuning, then conversion to the same artifact as static PTQ.
 
-    Started from the PTQ-calibrated ranges (``init=ptq``), QAT begins where static PTQ ends: the
-    same min-max observers run over the same calibration batches with fake quantization off.
+    Started from the PTQ-calibrated ranges (``init=ptq``), QAT begins where min-max static PTQ
+    ends (not the percentile default of ``static_ptq``): min-max observers run over the same
+    calibration batches with fake quantization off.
     The activation ranges then stay fixed, weight ranges follow the weights (per channel), and
     BatchNorm trains on batch statistics unless ``freeze_bn`` (VAL chose training). With
     ``keep_best`` the VAL score of every epoch, the PTQ-initialised start (epoch 0) included,
