@@ -5,6 +5,7 @@ import pytest
 
 from echolite.data import phantom
 from echolite.data.echonet import read_filelist, video_path
+from echolite.data.phantom import v1, v2
 from echolite.data.tracings import disk_volume, ef_from_tracings
 from echolite.data.video import probe_video, read_frames
 
@@ -72,22 +73,24 @@ def test_video_matches_filelist_header(phantom_root):
         assert info.fps == pytest.approx(row.FPS, abs=0.01)
 
 
-def test_ed_is_larger_than_es_in_pixels():
-    spec = phantom.make_spec(0, seed=1, split="TRAIN")
-    video = phantom.render(spec)
+@pytest.mark.parametrize("version", [v1, v2])
+def test_ed_is_larger_than_es_in_pixels(version):
+    spec = version.make_spec(0, seed=1, split="TRAIN")
+    video = version.render(spec)
     dark = (cv2.GaussianBlur(video[spec.ed_frame], (0, 0), 1.5) < 30).sum(), \
         (cv2.GaussianBlur(video[spec.es_frame], (0, 0), 1.5) < 30).sum()
     assert dark[0] > dark[1]
 
 
-def test_cycle_state_hits_ed_and_es_exactly():
-    c = phantom.cycle_state(np.array([10, 25, 10 + 47.3]), ed_frame=10, period=47.3, systole=15)
+@pytest.mark.parametrize("cycle_state", [v1.cycle_state, phantom.heart.cycle_state])
+def test_cycle_state_hits_ed_and_es_exactly(cycle_state):
+    c = cycle_state(np.array([10, 25, 10 + 47.3]), ed_frame=10, period=47.3, systole=15)
     np.testing.assert_allclose(c, [0.0, 1.0, 0.0], atol=1e-9)
 
 
-def test_ef_distribution_is_echonet_like():
+def test_v1_ef_distribution_is_echonet_like():
     rng = np.random.default_rng(0)
-    ef = np.array([phantom.sample_ef(rng) for _ in range(20000)])
+    ef = np.array([v1.sample_ef(rng) for _ in range(20000)])
     assert 54 < ef.mean() < 58 and 10 < ef.std() < 14
     assert 0.15 < (ef < 50).mean() < 0.25
     assert ef.min() >= 10 and ef.max() <= 85

@@ -8,7 +8,7 @@ from echolite.data.echonet import (
     train_indices,
     window_indices,
 )
-from echolite.data.phantom import cycle_state, make_spec, synthesize
+from echolite.data.phantom import synthesize, v2
 from echolite.data.sampler import EpochSampler
 from echolite.data.video import read_frames, write_video
 
@@ -79,12 +79,14 @@ def test_window_indices_span_about_one_beat():
 
 
 def test_window_sampling_sees_systole_where_whole_video_spread_aliases():
-    """8 frames spread over a multi-beat video can all fall at one cardiac phase."""
+    """8 frames spread over a multi-beat video can all fall at one cardiac phase; 8 frames over
+    about one beat always see much of the contraction (v2's fast early filling and atrial kick
+    keep the worst case below the whole range)."""
     worst = {"spread": 1.0, "window": 1.0}
     for i in range(200):
-        s = make_spec(i, seed=0, split="TEST")
+        s = v2.make_spec(i, seed=0, split="TEST")
         for kind, idx in (("spread", eval_indices(s.n_frames, 8)),
                           ("window", window_indices(s.n_frames, 8, s.fps, 1.2))):
-            c = cycle_state(idx, s.ed_frame, s.params["period"], s.params["systole"])
+            c = v2.contraction(s, idx)
             worst[kind] = min(worst[kind], c.max() - c.min())
-    assert worst["window"] > 0.8 and worst["spread"] < 0.3
+    assert worst["window"] > 0.6 and worst["spread"] < 0.3

@@ -2,6 +2,7 @@
 
     echolite run [--task ef] [--config quick] [--data DIR] [--out DIR]   the whole pipeline
     echolite synth OUT --n N --seed S       write a phantom dataset (EchoNet-Dynamic layout)
+    echolite realism --data DIR             its appearance statistics beside real echo's
     echolite digits OUT                     write the built-in digits in the CIFAR-10 layout
     echolite validate --data DIR            check a dataset; non-zero exit on problems
     echolite train --data DIR --out DIR     train the FP32 baseline (resumable)
@@ -48,7 +49,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
                         "cifar10: CIFAR-10 python layout, default: the built-in digits)")
     p.add_argument("--pooling", choices=["mean", "meanstd"], default=None, help="EF temporal pooling")
     p.add_argument("--pretrained", default=None,
-                   help="local torchvision ResNet-18 ImageNet state dict (never downloaded)")
+                   help="initial weights from a local file (never downloaded): an echolite checkpoint "
+                        "(e.g. a phantom-trained best.pt) or a torchvision ResNet-18 state dict")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--device", default=None, help="auto | cpu | cuda")
     p.add_argument("--seed", type=int, default=None)
@@ -74,11 +76,38 @@ def cmd_synth(args) -> int:
     from echolite.data.phantom import synthesize
 
     t0 = time.perf_counter()
-    synthesize(args.out, args.n, args.seed, args.size, args.workers)
+    synthesize(args.out, args.n, args.seed, args.size, args.workers, args.version, args.appearance)
     dt = time.perf_counter() - t0
-    print(f"wrote {args.n} phantom videos to {args.out} in {dt:.1f} s "
+    print(f"wrote {args.n} phantom v{args.version} videos to {args.out} in {dt:.1f} s "
           f"({args.n / dt:.1f} videos/s, {args.workers} worker(s))")
     return 0
+
+
+def cmd_realism(args) -> int:
+    from echolite.data import realism
+    from echolite.runtime import atomic_write_json, atomic_write_text
+
+    data = Path(args.data)
+    name = data.resolve().name
+    stats = realism.dataset_stats(realism.folder_videos(data, args.split, args.max_videos))
+    if args.reference:
+        ref_name = Path(args.reference).resolve().name
+        reference = realism.dataset_stats(realism.folder_videos(args.reference, args.split, args.max_videos))
+    else:
+        ref_name, reference = "real EchoNet (216 clips)", realism.real_targets()
+    rows = realism.compare(stats, reference)
+    table = realism.format_table(rows, name, ref_name)
+    out = Path(args.out) if args.out else Path("runs") / "realism" / (
+        name if not args.reference else f"{name}-vs-{ref_name}")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "realism.json", {"data": str(data), "stats": stats, "comparison": rows,
+                                             "reference": args.reference or "package targets"})
+    atomic_write_text(out / "realism.md", table + "\n")
+    realism.figure(stats, out / "realism.png", name, reference if args.reference else None, ref_name)
+    print(table)
+    inside = sum(r["inside"] for r in rows)
+    print(f"{inside} of {len(rows)} statistics inside the reference's range; {out / 'realism.png'}")
+    return 1 if args.check and inside < len(rows) else 0
 
 
 def cmd_digits(args) -> int:
@@ -278,7 +307,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=112, help="frame height = width (pixels)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--version", type=int, default=2, choices=[1, 2], help="phantom renderer (default 2)")
+    p.add_argument("--appearance", default="standard", choices=["standard", "shifted"],
+                   help="shifted: the same hearts imaged with out-of-range scanner settings (v2)")
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("realism", help="appearance statistics of a dataset beside real echo's (or another "
+                       "dataset's): how far is it from the data you have?")
+    p.add_argument("--data", required=True, help="dataset in the EchoNet-Dynamic layout")
+    p.add_argument("--reference", default=None,
+                   help="another dataset to compare with (default: the real-echo targets in the package)")
+    p.add_argument("--split", default=None, help="only this split's videos (TRAIN, VAL, TEST)")
+    p.add_argument("--max-videos", type=int, default=216, help="a seeded sample of this many videos")
+    p.add_argument("--out", default=None, help="folder for realism.json/.md/.png (default runs/realism/NAME)")
+    p.add_argument("--check", action="store_true",
+                   help="exit 1 if a statistic is outside the reference's range")
+    p.set_defaults(func=cmd_realism)
 
     p = sub.add_parser("digits", help="write scikit-learn's handwritten digits in the CIFAR-10 layout")
     p.add_argument("out")

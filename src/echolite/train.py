@@ -261,10 +261,12 @@ NOT_MADE_FROM = {"num_workers", "root", "frame_cache", "cache_dir"}  # how data 
 def baseline_fingerprint(task, amp) -> dict:
     """What a baseline is made from: the data, the model and training settings, the training
     precision, the code that trains and the packages it uses."""
-    from echolite.cache import BASELINE_PACKAGES, code_digest, package_versions
+    from echolite.cache import BASELINE_PACKAGES, code_digest, file_digest, package_versions
 
     cfg = task.cfg.to_dict()
+    pretrained = getattr(task.cfg.model, "pretrained", None)
     return {"task": task.NAME, "data_key": task.data.key,
+            "pretrained": file_digest(pretrained) if pretrained and Path(pretrained).is_file() else None,
             "data": {k: v for k, v in cfg["data"].items() if k not in NOT_MADE_FROM},
             "model": cfg["model"],
             "train": {k: v for k, v in cfg["train"].items() if k not in ("device", "amp")},
@@ -300,8 +302,7 @@ def train_baseline(task, out_dir: str | Path, device: torch.device, amp=None) ->
     model = task.build_model(task.cfg, stats)
     pretrained = getattr(task.cfg.model, "pretrained", None)
     if resume is None and pretrained:
-        task.load_pretrained(model, pretrained)
-        log.info("backbone initialised from %s", pretrained)
+        log.info("initialised from %s", task.load_pretrained(model, pretrained))
     model = model.to(device, memory_format=torch.channels_last)
     log.info("training %s on %s, mixed precision: %s", task.model_name(task.cfg), device,
              amp or "off (fp32)")

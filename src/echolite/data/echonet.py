@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from echolite import EcholiteError
+from echolite.data.augment import augment
 from echolite.data.video import read_frames
 
 FILELIST = "FileList.csv"
@@ -110,18 +111,21 @@ class EchoClips(torch.utils.data.Dataset):
         n_frames: frames per clip.
         size: model input height = width; other sizes are resized (area interpolation).
         shift_px: training augmentation: random translation of up to this many pixels.
+        augment: training augmentation: strength of :func:`echolite.data.augment.augment`
+            (appearance: grey map, blur, noise, sector cut, rotation/zoom); 0 = off.
         sampling: ``window`` (:func:`window_indices`, ``window_s`` seconds) or ``spread``
             (:func:`eval_indices` / :func:`train_indices` over the whole video).
         cache: a :class:`echolite.data.framecache.FrameCache` holding these videos, or None.
     """
 
     def __init__(self, root, table: pd.DataFrame, n_frames: int = 8, size: int = 112,
-                 shift_px: int = 0, sampling: str = "window", window_s: float = 1.2, cache=None):
+                 shift_px: int = 0, sampling: str = "window", window_s: float = 1.2, cache=None,
+                 augment: float = 0.0):
         if sampling not in SAMPLINGS:
             raise EcholiteError(f"sampling must be one of {SAMPLINGS}, but got {sampling!r}")
         self.root = Path(root)
         self.table = table.reset_index(drop=True)
-        self.n_frames, self.size, self.shift_px = n_frames, size, shift_px
+        self.n_frames, self.size, self.shift_px, self.augment = n_frames, size, shift_px, augment
         self.sampling, self.window_s, self.cache = sampling, window_s, cache
         self.fps = self.table["FPS"].to_numpy(np.float64)
         self.names = self.table["FileName"].tolist()
@@ -153,6 +157,8 @@ class EchoClips(torch.utils.data.Dataset):
             ])
         if rng is not None and self.shift_px > 0:
             frames = _random_shift(frames, self.shift_px, rng)
+        if rng is not None and self.augment > 0:
+            frames = augment(frames, rng, self.augment)
         clip = torch.from_numpy(np.ascontiguousarray(frames[:, None]))  # (T, 1, H, W)
         return clip, torch.tensor(self.ef[item])
 

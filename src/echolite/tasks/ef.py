@@ -32,11 +32,13 @@ class EFDataConfig:
     root: str | None = None  # dataset root; None = generate the phantom below
     phantom_n: int = 600  # videos in the generated phantom dataset
     phantom_seed: int = 0
+    phantom_version: int = 2  # 2: anatomy + simulated scanner (default); 1: the first, cartoon phantom
     n_frames: int = 8  # frames per clip
     sampling: str = "window"  # window: frames span window_s seconds; spread: the whole video
     window_s: float = 1.2  # ~one beat at 50 bpm: 8 frames at every phase, no aliasing with HR
     size: int = 112  # model input height = width
     shift_px: int = 0  # training augmentation: random translation (pixels)
+    augment: float = 1.0  # training augmentation: appearance strength (data/augment.py), 0 = off
     num_workers: int = 1  # DataLoader worker processes
     stats_items: int = 64  # TRAIN videos used to estimate pixel mean/std
     drop_bad_rows: bool = False  # drop rows that fail validation instead of stopping
@@ -47,6 +49,10 @@ class EFDataConfig:
         if self.sampling not in SAMPLINGS:
             raise EcholiteError(f"data.sampling must be one of {', '.join(SAMPLINGS)}, but got "
                                 f"{self.sampling!r}")
+        if self.phantom_version not in (1, 2):
+            raise EcholiteError(f"data.phantom_version must be 1 or 2, but got {self.phantom_version!r}")
+        if self.augment < 0:
+            raise EcholiteError(f"data.augment must be >= 0 (0 = off), but got {self.augment}")
         if self.n_frames < 1 or self.size < 16:
             raise EcholiteError(f"data.n_frames must be >= 1 and data.size >= 16, got "
                                 f"{self.n_frames}, {self.size}")
@@ -55,7 +61,19 @@ class EFDataConfig:
 @dataclass
 class EFModelConfig:
     pooling: str = "meanstd"  # temporal pooling: mean | meanstd (chosen on VAL: see README)
-    pretrained: str | None = None  # local torchvision ResNet-18 state dict; None = random init
+    channels: str = "grey"  # backbone input: grey (repeated) | motion (frame, deviation, difference)
+    pretrained: str | None = None  # local file: an echolite checkpoint (e.g. phantom-trained) or a
+    #                                torchvision ResNet-18 state dict; None = random init
+
+    def __post_init__(self):
+        from echolite.models.ef import CHANNELS, POOLINGS
+
+        if self.pooling not in POOLINGS:
+            raise EcholiteError(f"model.pooling must be one of {', '.join(POOLINGS)}, but got "
+                                f"{self.pooling!r}")
+        if self.channels not in CHANNELS:
+            raise EcholiteError(f"model.channels must be one of {', '.join(CHANNELS)}, but got "
+                                f"{self.channels!r}")
 
 
 @dataclass
@@ -95,18 +113,19 @@ class EFTask(Task):
         Raises:
             EcholiteError: validation failed (each problem is logged first).
         """
-        from echolite.data.phantom import PHANTOM_VERSION, synthesize
+        from echolite.data.phantom import synthesize
         from echolite.data.validate import drop_bad_rows
 
         dc = cfg.data
         if dc.root:
             root, kind = Path(dc.root), "EchoNet-layout dataset"
         else:
-            root, kind = phantom_root(cfg, run_dir), f"echolite phantom v{PHANTOM_VERSION}"
+            root, kind = phantom_root(cfg, run_dir), f"echolite phantom v{dc.phantom_version}"
             if not (root / "FileList.csv").is_file():
                 t0 = time.perf_counter()
-                log.info("generating %d phantom videos in %s", dc.phantom_n, root)
-                synthesize(root, dc.phantom_n, dc.phantom_seed, dc.size, workers=2)
+                log.info("generating %d phantom v%d videos in %s", dc.phantom_n, dc.phantom_version, root)
+                synthesize(root, dc.phantom_n, dc.phantom_seed, dc.size, workers=2,
+                           version=dc.phantom_version)
                 log.info("phantom written in %.0f s", time.perf_counter() - t0)
         report = cls.validate(root)
         for problem in report.problems:
@@ -143,7 +162,7 @@ class EFTask(Task):
     def _clips(self, rows: pd.DataFrame, train: bool) -> EchoClips:
         d = self.cfg.data
         return EchoClips(self.data.root, rows, d.n_frames, d.size, d.shift_px if train else 0,
-                         d.sampling, d.window_s, self.cache)
+                         d.sampling, d.window_s, self.cache, d.augment if train else 0.0)
 
     # --- model --------------------------------------------------------------------------------
     @classmethod
@@ -152,11 +171,11 @@ class EFTask(Task):
 
         stats = stats or {"pixel_mean": [0.0] * 3, "pixel_std": [1.0] * 3, "ef_mean": 0.0, "ef_std": 1.0}
         return EFRegressor(cfg.model.pooling, stats["pixel_mean"], stats["pixel_std"],
-                           stats["ef_mean"], stats["ef_std"])
+                           stats["ef_mean"], stats["ef_std"], cfg.model.channels)
 
     @classmethod
     def model_name(cls, cfg) -> str:
-        return f"resnet18-{cfg.model.pooling}"
+        return f"resnet18-{cfg.model.pooling}" + ("-motion" if cfg.model.channels == "motion" else "")
 
     @classmethod
     def example_shape(cls, cfg) -> tuple[int, ...]:
@@ -167,10 +186,10 @@ class EFTask(Task):
                                 self.cfg.data.stats_items, self.cfg.train.seed)
         return {"pixel_mean": mean, "pixel_std": std, "ef_mean": self.ef_mean, "ef_std": self.ef_std}
 
-    def load_pretrained(self, model: torch.nn.Module, path: str) -> None:
+    def load_pretrained(self, model: torch.nn.Module, path: str) -> str:
         from echolite.models.ef import load_pretrained_backbone
 
-        load_pretrained_backbone(model, path)
+        return load_pretrained_backbone(model, path)
 
     # --- training -----------------------------------------------------------------------------
     def train_dataset(self) -> EchoClips:
@@ -242,8 +261,6 @@ def _stamp(path: Path) -> list[int]:
 
 def phantom_root(cfg, run_dir: Path) -> Path:
     """Where the generated phantom of this config lives: shared by runs under the same parent."""
-    from echolite.data.phantom import PHANTOM_VERSION
-
     d = cfg.data
-    suffix = f"-v{PHANTOM_VERSION}" if PHANTOM_VERSION > 1 else ""
+    suffix = f"-v{d.phantom_version}" if d.phantom_version > 1 else ""
     return Path(run_dir).parent / f"phantom-n{d.phantom_n}-s{d.phantom_seed}-{d.size}px{suffix}"

@@ -1,4 +1,7 @@
-"""Procedural apical-4-chamber echo phantom with exact EF ground truth, in the EchoNet layout.
+"""Phantom v1 (kept selectable: ``data.phantom_version=1``): painted ellipses and speckle.
+
+The first echolite phantom, rendered exactly as before so that its datasets and the runs made from
+them reproduce. It looks little like real echo (see ``echolite realism``); v2 is the default.
 
 Geometry (image coordinates, x right, y down, pixels):
   * a fan-shaped field of view whose apex is the probe at the top centre;
@@ -18,22 +21,13 @@ each frame), depth attenuation, gain and near-field clutter, then log-like compr
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
 
-from echolite import EcholiteError
 from echolite.data.tracings import N_DISKS
-from echolite.data.video import probe_video, write_video
-
-PHANTOM_VERSION = 1  # bump when the rendering changes: generated folders are named by it
 
 # --- population statistics (EchoNet-Dynamic-like) -------------------------------------------
 EF_LOW_FRACTION = 0.14  # share of the "reduced EF" component of the EF mixture
@@ -44,7 +38,6 @@ HEART_RATE_BPM = (50.0, 110.0)
 FPS_RANGE = (45.0, 55.0)  # EchoNet videos are mostly ~50 fps
 SYSTOLE_FRACTION = (0.30, 0.38)  # systole is about a third of the cycle
 N_FRAMES_MEDIAN, N_FRAMES_RANGE = 128, (48, 256)  # log-normal lengths, clipped
-SPLIT_FRACTIONS = {"TRAIN": 0.75, "VAL": 0.125, "TEST": 0.125}  # as in EchoNet-Dynamic
 
 # --- anatomy (cm) ----------------------------------------------------------------------------
 LV_LENGTH_CM = (7.0, 9.0)  # end-diastolic long axis
@@ -88,17 +81,6 @@ def sample_ef(rng: np.random.Generator) -> float:
     else:
         ef = rng.normal(EF_NORMAL_MEAN, EF_NORMAL_SD)
     return float(np.clip(ef, *EF_RANGE))
-
-
-def assign_splits(n: int, seed: int) -> list[str]:
-    """TRAIN/VAL/TEST labels in EchoNet proportions, each split non-empty (needs n >= 3)."""
-    if n < 3:
-        raise EcholiteError(f"a phantom dataset needs at least 3 videos (one per split), got {n}")
-    n_val = max(1, round(n * SPLIT_FRACTIONS["VAL"]))
-    n_test = max(1, round(n * SPLIT_FRACTIONS["TEST"]))
-    labels = ["VAL"] * n_val + ["TEST"] * n_test + ["TRAIN"] * (n - n_val - n_test)
-    order = np.random.default_rng([seed, 0xC0FFEE]).permutation(n)
-    return [labels[i] for i in np.argsort(order)]
 
 
 def make_spec(index: int, seed: int, split: str, size: int = 112) -> VideoSpec:
@@ -293,66 +275,3 @@ def render(spec: VideoSpec, size: int = 112) -> np.ndarray:
         # log-like compression: keeps dark blood distinguishable from noise
         out[i] = np.clip(255.0 * np.log1p(8.0 * amp) / math.log1p(8.0), 0, 255).astype(np.uint8)
     return out
-
-
-def _write_one(args: tuple[VideoSpec, Path, int]) -> None:
-    spec, path, size = args
-    if path.exists():
-        try:
-            if probe_video(path).n_frames == spec.n_frames:
-                return  # already written by an earlier (interrupted) run
-        except EcholiteError:
-            pass
-    write_video(path, render(spec, size), spec.fps)
-
-
-def synthesize(out: str | Path, n: int, seed: int = 0, size: int = 112, workers: int = 1) -> Path:
-    """Write a complete EchoNet-Dynamic-layout phantom dataset to ``out``.
-
-    Writes ``FileList.csv``, ``VolumeTracings.csv`` and ``Videos/<FileName>.avi``. Deterministic
-    in ``seed``; resumable (videos already written are kept); the CSVs are written last, atomically.
-    """
-    out = Path(out)
-    (out / "Videos").mkdir(parents=True, exist_ok=True)
-    splits = assign_splits(n, seed)
-    specs = [make_spec(i, seed, splits[i], size) for i in range(n)]
-    jobs = [(s, out / "Videos" / f"{s.file_name}.avi", size) for s in specs]
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            list(pool.map(_write_one, jobs, chunksize=4))
-    else:
-        for job in jobs:
-            _write_one(job)
-
-    filelist = pd.DataFrame(
-        {
-            "FileName": [s.file_name for s in specs],
-            "EF": [s.ef for s in specs],
-            "ESV": [s.esv for s in specs],
-            "EDV": [s.edv for s in specs],
-            "FrameHeight": size,
-            "FrameWidth": size,
-            "FPS": [s.fps for s in specs],
-            "NumberOfFrames": [s.n_frames for s in specs],
-            "Split": [s.split for s in specs],
-        }
-    )
-    rows = []
-    for s in specs:
-        # EchoNet order: the end-systolic (smaller) trace first, then the end-diastolic one
-        for frame in (s.es_frame, s.ed_frame):
-            for x1, y1, x2, y2 in tracing_rows(s, frame):
-                rows.append((f"{s.file_name}.avi", x1, y1, x2, y2, frame))
-    tracings = pd.DataFrame(rows, columns=["FileName", "X1", "Y1", "X2", "Y2", "Frame"])
-    _atomic_csv(tracings, out / "VolumeTracings.csv")
-    provenance = {"generator": "echolite phantom", "version": PHANTOM_VERSION, "n": n, "seed": seed,
-                  "size": size, "note": "procedural apical-4-chamber echo phantom; exact EF"}
-    (out / "phantom.json").write_text(json.dumps(provenance, indent=1))
-    _atomic_csv(filelist, out / "FileList.csv")
-    return out
-
-
-def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    df.to_csv(tmp, index=False, float_format="%.4f")
-    os.replace(tmp, path)
