@@ -1,7 +1,8 @@
-# Quick start:  make run   (EF: phantom -> train -> compress -> measure -> report, ~14.5 min on 2 CPU cores + set-up)
-#               make test  (unit + end-to-end tests, ~12 min)
+# Quick start:  make run        (EF: phantom -> train -> compress -> measure -> report)
+#               make test       (every test: unit, end-to-end CLI runs, torchrun, notebooks; + ruff)
+#               make test-fast  (the edit loop: every test not marked slow; + ruff)
 #               make run-classify  (the same pipeline for image classification, built-in digits)
-# Both create the virtual environment .venv on first use.
+# They create the virtual environment .venv on first use.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,7 +11,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 CONFIG ?= quick
 OUT ?= runs/$(CONFIG)
 
-.PHONY: run run-classify test lint venv clean
+.PHONY: run run-classify test test-fast lint imports venv clean
 
 venv: $(VENV)/.installed
 
@@ -31,6 +32,14 @@ run-classify: venv
 test: venv
 	$(BIN)/python -m pytest -q
 	$(BIN)/ruff check .
+
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/ruff check .
+
+# the import graph of src/echolite: cycles (module- and function-level imports alike)
+imports:
+	$(PYTHON) tools/import_graph.py src echolite
 
 lint: venv
 	$(BIN)/ruff check .

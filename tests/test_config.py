@@ -33,7 +33,7 @@ def test_old_boolean_amp_still_reads():
     ("train.lrr=1", "unknown config key 'train.lrr'"),
     ("training.lr=1", "unknown config section"),
     ("train.epochs=many", "train.epochs must be int"),
-    ("train.schedule=linear", "train.schedule must be cosine or step"),
+    ("train.schedule=linear", "train.schedule must be one of cosine, step"),
     ("train.amp=fp8", "train.amp must be one of auto, off, bf16, fp16"),
     ("train.lr", "expected section.field=value"),
     ("task=cifar10", "chosen with --task"),

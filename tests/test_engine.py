@@ -12,24 +12,25 @@ import torch
 from toy_task import ToyTask
 
 from echolite import EcholiteError
-from echolite.cache import Store
 from echolite.compress import OnnxRuntimeConfig, StaticPTQConfig, apply
 from echolite.compress.base import _HANDLERS, Context, Stage, StepConfig, register
 from echolite.compress.recipes import Recipe, build, reference_stage
-from echolite.compress.runtimes import load_module, open_runner
+from echolite.compress.runners import load_module, open_runner
 from echolite.config import apply_overrides, from_dict
-from echolite.run import run
-from echolite.tasks import TASKS, register_task
+from echolite.pipeline import run
+from echolite.store import Store
+from echolite.tasks import register_task, unregister_task
 
-ENGINE_SOURCES = ["compress", "measure", "benchmark.py", "report.py", "train.py", "cache.py",
-                  "metrics/bootstrap.py", "tasks/base.py", "run.py"]
+ENGINE_SOURCES = ["compress", "measure", "benchmark.py", "bench.py", "report.py", "results.py", "train.py",
+                  "store.py", "identity.py", "typed.py", "env.py", "task_context.py", "pipeline.py",
+                  "metrics/bootstrap.py", "tasks/base.py"]
 
 
 @pytest.fixture(autouse=True, scope="module")
 def toy():
     register_task("toy", ToyTask)
     yield
-    TASKS.pop("toy")
+    unregister_task("toy")
 
 
 def toy_config(*sets, recipes=None):
@@ -104,7 +105,7 @@ def test_a_failing_step_is_a_failed_row_the_run_continues_and_it_is_retried(tmp_
 
 
 def test_failure_handler_cannot_raise():
-    from echolite.benchmark import failed_row
+    from echolite.results import failed_row
 
     class Nasty(Exception):
         def __str__(self):
@@ -123,7 +124,7 @@ def _toy_context(tmp_path, task):
 
 def test_a_recipe_of_two_steps_equals_the_steps_by_hand_and_shares_its_prefix(tmp_path):
     cfg = toy_config()
-    task = ToyTask(cfg, ToyTask.prepare(cfg, tmp_path))
+    task = ToyTask(cfg, ToyTask.prepare(cfg, tmp_path, None))
     torch.manual_seed(0)
     model = task.build_model(cfg).eval()
     ctx = _toy_context(tmp_path, task)
@@ -155,7 +156,7 @@ def test_other_data_rebuilds_baseline_exports_calibration_and_rows(tmp_path, cap
     methods = "compress.methods=[static-int8-ort]"
     first = run(toy_config(methods), out, torch.device("cpu"))
     before = (out / "results.json").read_text()
-    refused = r"holds the results of another run \(data.seed 0 -> 7; data_key .*choose another"
+    refused = r"holds the results of another run \(baseline.data.seed 0 -> 7; baseline.data_key .*choose another"
     with pytest.raises(EcholiteError, match=refused):
         run(toy_config(methods, "data.seed=7"), out, torch.device("cpu"))  # refused, nothing touched
     assert (out / "results.json").read_text() == before
@@ -176,10 +177,10 @@ def test_other_data_rebuilds_baseline_exports_calibration_and_rows(tmp_path, cap
 
 def test_fine_tuning_keeps_the_best_val_epoch_and_can_give_back_the_start(tmp_path):
     """keep_best restores the weights of the best VAL epoch, epoch 0 (as it started) included."""
-    from echolite.train import finetuner
+    from echolite.task_context import finetuner
 
     cfg = toy_config()
-    task = ToyTask(cfg, ToyTask.prepare(cfg, tmp_path))
+    task = ToyTask(cfg, ToyTask.prepare(cfg, tmp_path, None))
     torch.manual_seed(0)
     model = task.build_model(cfg)
     finetuner(task, torch.device("cpu"))(model, 4, 0.01)  # a model that learned something
@@ -200,9 +201,9 @@ def test_fine_tuning_keeps_the_best_val_epoch_and_can_give_back_the_start(tmp_pa
     (["badfield"], "step 1 (static_ptq): unknown field(s) observr"),
     (["badvalue"], "observer must be one of"),
     (["twice"], "needs a float model, but step 1 (static_ptq) quantized it"),
-    (["string-list"], "keep_fp32 must be a list of names, but got 'head'"),
-    (["bool"], "freeze_bn must be true or false, but got 'no'"),
-    (["int"], "epochs must be an integer, but got 2.5"),
+    (["not-a-list"], "keep_fp32 must be list of names, but got 5"),
+    (["bool"], "freeze_bn must be true|false, but got 'no'"),
+    (["int"], "epochs must be integer, but got 2.5"),
     (["scalar"], "step 1 (static_ptq): expected {field: value}, got 5"),
 ])
 def test_every_method_entry_is_validated_when_the_config_loads(methods, message):
@@ -210,18 +211,20 @@ def test_every_method_entry_is_validated_when_the_config_loads(methods, message)
         "mine": ["onnxruntime", "static_ptq"], "typo": ["static_ptqq"],
         "badfield": [{"static_ptq": {"observr": "minmax"}}],
         "badvalue": [{"static_ptq": {"observer": "max"}}], "twice": ["static_ptq", "qat"],
-        "string-list": [{"static_ptq": {"keep_fp32": "head"}}], "bool": [{"qat": {"freeze_bn": "no"}}],
+        "not-a-list": [{"static_ptq": {"keep_fp32": 5}}], "bool": [{"qat": {"freeze_bn": "no"}}],
         "int": [{"qat": {"epochs": 2.5}}], "scalar": [{"static_ptq": 5}]}}}
     with pytest.raises(EcholiteError, match=re.escape(message)):
         from_dict(raw)
 
 
 def test_yaml_recipes_parse_with_fields():
-    raw = {"task": "toy", "compress": {"methods": ["mine"], "recipes": {
-        "mine": [{"static_ptq": {"observer": "histogram", "keep_fp32": ["head"]}}, "onnxruntime"]}}}
-    (recipe,) = from_dict(raw).recipes()
-    assert recipe.steps == (StaticPTQConfig(observer="histogram", keep_fp32=("head",)), OnnxRuntimeConfig())
-    assert recipe.family == "quantization"
+    raw = {"task": "toy", "compress": {"methods": ["mine", "text"], "recipes": {
+        "mine": [{"static_ptq": {"observer": "histogram", "keep_fp32": ["head"]}}, "onnxruntime"],
+        "text": [{"static_ptq": {"keep_fp32": "head, features.0"}}]}}}  # the one rule: text lists split on ","
+    mine, text = from_dict(raw).recipes()
+    assert mine.steps == (StaticPTQConfig(observer="histogram", keep_fp32=("head",)), OnnxRuntimeConfig())
+    assert mine.family == "quantization"
+    assert text.steps == (StaticPTQConfig(keep_fp32=("head", "features.0")),)
 
 
 def test_results_json_is_plain_json_and_report_regenerates(tmp_path):
@@ -239,11 +242,12 @@ def test_device_rows_carry_their_device_and_say_what_is_not_available(tmp_path, 
     """The accelerator rows' code path, run on the CPU here (no GPU on this machine)."""
     from echolite import benchmark
     from echolite.metrics.bootstrap import resample_indices
-    from echolite.report import device_table, ok_rows
+    from echolite.report import device_table
+    from echolite.results import ok_rows
     from echolite.tasks.base import model_runner, predict_outputs
 
     cfg = toy_config()
-    task = ToyTask(cfg, ToyTask.prepare(cfg, tmp_path))
+    task = ToyTask(cfg, ToyTask.prepare(cfg, tmp_path, None))
     model = task.build_model(cfg).eval()
     evalset = task.eval_set("TEST")
     ref = task.decode(predict_outputs(model_runner(model), evalset, 8))
@@ -261,3 +265,60 @@ def test_device_rows_carry_their_device_and_say_what_is_not_available(tmp_path, 
     table = "\n".join(device_table(results))
     assert "| cpu-fp32 | fp32 | torch-cpu |" in table and "1.00×" in table and "**unavailable**" in table
     assert ok_rows(results) == []  # never mixed into the reference device's rows
+
+
+def test_a_folder_keeps_one_run_and_a_remeasure_drops_what_it_no_longer_backs(tmp_path):
+    """Issue 16: another run's settings (compress, eval, measure too) are refused before any work;
+    re-measuring the same run removes files the new results do not back (an older bench.json)."""
+    out = tmp_path / "run"
+    run(toy_config("compress.methods=[static-int8]"), out, torch.device("cpu"))
+    before = (out / "results.json").read_text()
+    for change in ("compress.methods=[static-int8-ort]", "eval.split=VAL", "measure.threads=1"):
+        with pytest.raises(EcholiteError, match=r"holds the results of another run \((compress|eval|measure)\."):
+            run(toy_config("compress.methods=[static-int8]", change), out, torch.device("cpu"))
+    assert (out / "results.json").read_text() == before
+    (out / "bench.json").write_text("{}")  # re-timed the artifacts of the earlier results
+    (out / "predictions_val.csv").write_text("stale\n")
+    run(toy_config("compress.methods=[static-int8]"), out, torch.device("cpu"))
+    assert not (out / "bench.json").exists() and not (out / "predictions_val.csv").exists()
+    assert (out / "predictions_test.csv").is_file()
+
+
+def test_building_runs_on_the_process_threads_and_only_timing_is_pinned(tmp_path, monkeypatch):
+    """Issue 16: QAT, fine-tuning and calibration ran on measure.threads (2 on a 64-core box)."""
+    from echolite import benchmark
+
+    seen = {}
+    real_fit = benchmark.compression_context
+
+    def spy(task, store, device, amp=None):
+        ctx = real_fit(task, store, device, amp)
+        inner = ctx.finetune
+
+        def finetune(*args, **kwargs):
+            seen["finetune"] = torch.get_num_threads()
+            return inner(*args, **kwargs)
+
+        return dataclasses.replace(ctx, finetune=finetune)
+
+    monkeypatch.setattr(benchmark, "compression_context", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        results = run(toy_config("compress.methods=[unstructured50-ft]", "measure.threads=1",
+                                 "compress.finetune_epochs=1"), tmp_path / "run", torch.device("cpu"))
+    finally:
+        torch.set_num_threads(before)
+    assert seen["finetune"] == 3
+    assert all(r["latency_ms"]["threads"] == 1 for r in results["rows"])
+
+
+def test_an_onnx_export_of_an_int8_program_with_no_int8_conv_is_refused(tmp_path, monkeypatch):
+    """Issue 16: a model with 0 int8 convs was labelled "mixed int8/fp32 (0 of N convs int8)"."""
+    from echolite.compress.steps import onnxruntime as step
+
+    monkeypatch.setattr(step, "runtime_details",
+                        lambda path, runtime, threads, shape: {"int8_convs": 0, "float_convs": 2})
+    results = run(toy_config("compress.methods=[static-int8-onnxruntime]"), tmp_path / "run", torch.device("cpu"))
+    row = results["rows"][1]
+    assert row["status"] == "failed" and "runs none of the 2 convolutions" in row["error"]

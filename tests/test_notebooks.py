@@ -16,6 +16,7 @@ TINY = {
 FIGURES = {"walkthrough.ipynb": 5, "classification.ipynb": 1}  # images the run must show inline
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_notebook_runs_top_to_bottom_from_the_package_alone(name, tmp_path):
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)

@@ -8,12 +8,14 @@ import pandas as pd
 import pytest
 import torch
 
+from echolite import env, pipeline
 from echolite.cli import main
 from echolite.config import apply_overrides, load_config
 from echolite.data.echonet import read_filelist
 from echolite.data.phantom import synthesize
+from echolite.identity import baseline_inputs
 from echolite.tasks.ef import EFTask
-from echolite.train import LAST, baseline_fingerprint, load_checkpoint, train_baseline
+from echolite.train import LAST, load_checkpoint, train_baseline
 
 RUN_FILES = {"config.yaml", "environment.json", "run.log", "results.json", "report.md", "pareto.png",
              "agreement.png", "sensitivity.png", "example_input.pt", "predictions_test.csv",
@@ -23,6 +25,7 @@ SMOKE_ROWS = ["fp32", "fp32-onnxruntime", "dynamic-int8", "static-int8", "static
 CPU = torch.device("cpu")
 
 
+@pytest.mark.slow
 def test_smoke_run_end_to_end(phantom_root, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", "--config", "smoke", "--data", str(phantom_root), "--out", str(out)]) == 0
@@ -82,12 +85,17 @@ def test_smoke_run_end_to_end(phantom_root, tmp_path, capsys):
 
 def _task(root, out, *sets):
     cfg = apply_overrides(load_config("smoke"), [f"data.root={root}", *sets])
-    return EFTask(cfg, EFTask.prepare(cfg, out))
+    return pipeline.prepare(cfg, out)
 
 
+def _train(task, folder):
+    return train_baseline(task, folder, CPU, None, baseline_inputs(task, None))
+
+
+@pytest.mark.slow
 def test_interrupted_training_resumes_to_the_same_weights(phantom_root, tmp_path, monkeypatch):
-    task = _task(phantom_root, tmp_path, "train.epochs=2")
-    train_baseline(task, tmp_path / "a", CPU)
+    task = _task(phantom_root, tmp_path / "run", "train.epochs=2")
+    _train(task, tmp_path / "a")
     real, calls = task.val_score, []
 
     def dies_in_epoch_two(*args, **kwargs):
@@ -98,10 +106,10 @@ def test_interrupted_training_resumes_to_the_same_weights(phantom_root, tmp_path
 
     monkeypatch.setattr(task, "val_score", dies_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
-        train_baseline(task, tmp_path / "b", CPU)
+        _train(task, tmp_path / "b")
     monkeypatch.undo()
     assert torch.load(tmp_path / "b" / LAST, weights_only=True)["epoch"] == 1
-    train_baseline(task, tmp_path / "b", CPU)  # resumes from epoch 1
+    _train(task, tmp_path / "b")  # resumes from epoch 1
     a = torch.load(tmp_path / "a" / LAST, weights_only=True)
     b = torch.load(tmp_path / "b" / LAST, weights_only=True)
     assert b["finished"] and [h["epoch"] for h in b["history"]] == [1, 2]
@@ -112,40 +120,47 @@ def test_interrupted_training_resumes_to_the_same_weights(phantom_root, tmp_path
 
 
 def test_a_kill_while_writing_a_checkpoint_leaves_the_previous_one(tmp_path, monkeypatch):
-    from echolite import runtime
-
     path = tmp_path / LAST
-    runtime.atomic_torch_save({"epoch": 1, "w": torch.ones(3)}, path)
+    env.atomic_torch_save({"epoch": 1, "w": torch.ones(3)}, path)
 
     def killed_mid_write(obj, f):
         Path(f).write_bytes(b"half a checkpoint")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runtime.torch, "save", killed_mid_write)
+    monkeypatch.setattr(env.torch, "save", killed_mid_write)
     with pytest.raises(KeyboardInterrupt):
-        runtime.atomic_torch_save({"epoch": 2, "w": torch.zeros(3)}, path)
+        env.atomic_torch_save({"epoch": 2, "w": torch.zeros(3)}, path)
     monkeypatch.undo()
     assert torch.load(path, weights_only=True)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == [LAST]  # no temporary file left behind
 
 
-def test_the_data_key_covers_every_video_file(phantom_copy, tmp_path):
-    before = _task(phantom_copy, tmp_path).data.key
-    video = next((phantom_copy / "Videos").iterdir())
+def test_the_data_key_is_the_content_of_every_video_not_where_it_lies(phantom_copy, tmp_path, caplog):
+    """Issue 16 (frame cache and keys by path and mtime): a moved dataset, or a video re-written with
+    the same bytes, keeps its key; one changed byte of one video changes it."""
+    before = _task(phantom_copy, tmp_path / "run").data.key
+    video = sorted((phantom_copy / "Videos").iterdir())[0]
     video.write_bytes(video.read_bytes())  # re-written: same bytes, another mtime
-    assert _task(phantom_copy, tmp_path).data.key != before
+    assert _task(phantom_copy, tmp_path / "run").data.key == before
+    moved = phantom_copy.rename(tmp_path / "moved")
+    assert _task(moved, tmp_path / "run").data.key == before
+    data = bytearray((moved / "Videos" / video.name).read_bytes())
+    data[-100] ^= 1  # one bit of one frame's JPEG data
+    (moved / "Videos" / video.name).write_bytes(bytes(data))
+    assert _task(moved, tmp_path / "run").data.key != before
 
 
 def test_a_training_folder_of_other_data_is_refused_and_the_run_key_covers_the_data(phantom_root, tmp_path):
     from echolite import EcholiteError
 
     other = synthesize(tmp_path / "other", 12, seed=4)
-    task_a, task_b = _task(phantom_root, tmp_path, "train.epochs=1"), _task(other, tmp_path, "train.epochs=1")
-    fa, fb = baseline_fingerprint(task_a, None), baseline_fingerprint(task_b, None)
+    task_a = _task(phantom_root, tmp_path / "run", "train.epochs=1")
+    task_b = _task(other, tmp_path / "run", "train.epochs=1")
+    fa, fb = baseline_inputs(task_a, None), baseline_inputs(task_b, None)
     assert fa["data_key"] != fb["data_key"] and fa["train"] == fb["train"]
-    train_baseline(task_a, tmp_path / "ckpt", CPU)
+    _train(task_a, tmp_path / "ckpt")
     with pytest.raises(EcholiteError, match="holds a training made from other data or settings"):
-        train_baseline(task_b, tmp_path / "ckpt", CPU)
+        _train(task_b, tmp_path / "ckpt")
 
 
 def _checkpoint(tmp_path, root):
@@ -187,7 +202,7 @@ def test_evaluate_on_other_data_never_writes_into_the_run(phantom_root, tmp_path
     other = synthesize(tmp_path / "other", 6, seed=9)
     assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(other)]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in ckpt.parent.iterdir()} == before
-    (out,) = (tmp_path / "runs" / "evaluate").iterdir()
+    (out,) = [p for p in (tmp_path / "runs" / "evaluate").iterdir() if p.name != "store"]
     # named by the data folder and the checkpoint, each with a digest of its full path
     assert re.fullmatch(r"other-[0-9a-f]{6}-test-ckpt[0-9a-f]{8}", out.name), out.name
     assert (out / "predictions_test.csv").is_file()

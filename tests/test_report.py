@@ -4,7 +4,9 @@ import json
 
 import pytest
 
-from echolite.report import SCHEMA, pareto_front, recommend, table_markdown, write_report
+from echolite.figures import pareto_front
+from echolite.report import table_markdown, write_report
+from echolite.results import SCHEMA, recommend
 
 
 def _row(name, p50, size, delta=None, family="quantization", value=3.0):
@@ -125,3 +127,19 @@ def test_report_is_a_function_of_results_json_alone(tmp_path):
 ])
 def test_pareto_front(points, front):
     assert pareto_front(points) == front
+
+
+def test_a_recommendation_its_test_check_contradicts_is_said_prominently(tmp_path):
+    """Issue 16: VAL chose both the fine-tuning epochs and the recommendation; when TEST disagrees the
+    summary says so instead of presenting the choice as confirmed."""
+    slow = _row("slow", 9.0, 11_000_000, (0.03, -0.01, 0.08))  # outside the budget on TEST (upper 8 %)
+    slow["selection"] = {"split": "VAL", "paired_delta": {"mae": {"relative": 0.0, "rel_ci_low": -0.02,
+                                                                 "rel_ci_high": 0.02}}}
+    (tmp_path / "results.json").write_text(json.dumps(results([slow], split="TEST")))
+    text = write_report(tmp_path).read_text()
+    assert "**Recommended: `slow`**" in text
+    assert "**Not confirmed on TEST**: `slow`'s paired 95 % bound there is +8.0 %" in text
+    confirmed = _row("fine", 9.0, 11_000_000, (0.0, -0.01, 0.02))
+    confirmed["selection"] = slow["selection"]
+    (tmp_path / "results.json").write_text(json.dumps(results([confirmed], split="TEST")))
+    assert "Not confirmed" not in write_report(tmp_path).read_text()

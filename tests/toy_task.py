@@ -12,25 +12,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from echolite.cache import tensors_digest
 from echolite.config import EvalConfig
+from echolite.store import tensors_digest
 from echolite.tasks.base import Budget, DataRef, EvalSet, Metric, Task
+from echolite.typed import setting
 
 SIZE, CLASSES = 16, 3
 
 
 @dataclass
 class ToyData:
-    n_train: int = 96
-    n_val: int = 24
-    n_test: int = 30
-    seed: int = 0
-    num_workers: int = 0
+    n_train: int = setting(96, "TRAIN items")
+    n_val: int = setting(24, "VAL items")
+    n_test: int = setting(30, "TEST items")
+    seed: int = setting(0, "seed of the blobs")
+    num_workers: int = setting(0, "loader processes", identity=False)
 
 
 @dataclass
 class ToyModel:
-    width: int = 8
+    width: int = setting(8, "channels")
 
 
 class ToyNet(nn.Module):
@@ -83,7 +84,7 @@ class ToyTask(Task):
     DataConfig, ModelConfig, EvalConfig = ToyData, ToyModel, EvalConfig
 
     @classmethod
-    def prepare(cls, cfg, run_dir):
+    def prepare(cls, cfg, run_dir, store=None, splits=("TRAIN", "VAL", "TEST")):
         d = cfg.data
         splits = {"TRAIN": blobs(d.n_train, d.seed), "VAL": blobs(d.n_val, d.seed + 1),
                   "TEST": blobs(d.n_test, d.seed + 2)}

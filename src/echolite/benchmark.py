@@ -1,16 +1,16 @@
 """The measuring loop: for a task, every recipe -> build (or reuse) -> open from its files -> row.
 
-Every row of one call is measured in this process, on the same inputs, threads and device: the
-reference (FP32 eager) first and again last, every variant in between. Built artifacts are
-reused from the store when their key matches; measurements never are — a rerun re-measures
-every row, so a table never mixes timings of different processes. A recipe that fails becomes a
-failed row with its error; nothing is replaced by another method.
-
-``bench_run`` re-times every saved artifact of a finished run from its files alone.
+Every row of one call is measured in this process, on the same inputs and device, timed at
+``measure.threads`` threads (only the timing is pinned: building — calibration, QAT, fine-tuning —
+runs on the process's own threads): the reference (FP32 eager) first and again last, every variant
+in between. Built artifacts are reused from the store when their key matches; measurements never
+are — a rerun re-measures every row, so a table never mixes timings of different processes. A
+recipe that fails becomes a failed row with its error; nothing is replaced by another method.
 """
 
 from __future__ import annotations
 
+import copy
 import gc
 import logging
 import time
@@ -18,19 +18,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import torch
 
-from echolite import EcholiteError
-from echolite.cache import digest, tensors_digest
-from echolite.compress.base import CompressionError, Context, Stage
-from echolite.compress.prune import macs_and_params
-from echolite.compress.pt2e import EAGER, INDUCTOR
-from echolite.compress.recipes import Recipe, StepFailed, build, reference_stage
-from echolite.compress.runtimes import Runner, load_module, open_runner
+from echolite.compress.backends.pt2e import EAGER, INDUCTOR
+from echolite.compress.base import CompressionError, Stage
+from echolite.compress.recipes import Recipe, build, reference_stage
+from echolite.compress.runners import Runner, load_module, open_runner
+from echolite.env import cpu_name, pinned_threads
+from echolite.measure.complexity import macs_and_params
 from echolite.measure.latency import time_callable
 from echolite.measure.size import compressed_bytes, file_bytes
 from echolite.metrics.bootstrap import paired_delta, resample_indices
-from echolite.runtime import atomic_write_json, cpu_name
+from echolite.results import failed_row
+from echolite.task_context import compression_context
 from echolite.tasks.base import predict_outputs
 
 log = logging.getLogger(__name__)
@@ -38,65 +39,18 @@ REFERENCE = "fp32"
 EXAMPLE_FILE = "example_input.pt"
 
 
-def compression_context(task, store, device: torch.device, amp=None) -> Context:
-    """What the engine gets from the task: inputs, calibration, the fine-tuning loop, a score."""
-    from echolite.train import NOT_MADE_FROM, finetuner
-
-    cfg = task.cfg
-    cc = cfg.compress
-    calib = task.calibration_inputs(cc.calib_items, cc.calib_split)
-    if not calib:
-        raise EcholiteError(f"calibration set is empty ({cc.calib_split} split)")
-    calib_key = tensors_digest(calib)
-    d = cfg.to_dict()
-    example = task.example_input()
-    train = {k: v for k, v in d["train"].items() if k not in ("device", "epochs", "lr")}
-    data_key = digest({"data": task.data.key, "calibration": calib_key, "train": train,
-                       "amp": str(amp)})  # fine-tuning steps train with the task's loop and precision
-    model_key = digest({"task": task.NAME, "model": d["model"],
-                        "data": {k: v for k, v in d["data"].items() if k not in NOT_MADE_FROM},
-                        "example_shape": list(example.shape), "input_name": task.INPUT_NAME})
-    return Context(example_input=example, calibration=lambda: iter(calib),
-                   work_dir=store.root, input_name=task.INPUT_NAME, threads=cfg.measure.threads,
-                   calibration_key=calib_key, data_key=data_key, model_key=model_key,
-                   finetune=finetuner(task, device, amp),
-                   score=lambda fn, n: task.score_subset(fn, n),
-                   higher_is_better=task.metric(task.PRIMARY).higher_is_better,
-                   model_factory=lambda: task.build_model(cfg), store=store,
-                   protected=task.OUTPUT_LAYERS, gradient_batches=lambda n: gradient_batches(task, n))
-
-
-def gradient_batches(task, n: int) -> list:
-    """The first ``n`` TRAIN batches with their targets and the task's loss (for gradient-scored methods)."""
-    dataset = task.train_dataset()
-    size = task.cfg.train.batch_size
-    items = [(i, 0) for i in range(min(len(dataset), n * size))]  # (index, augmentation seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=size, sampler=items, num_workers=0)
-    return [(x.float(), y, task.loss) for x, y in loader]
-
-
 def time_variant(fn, example: torch.Tensor, mc) -> dict:
-    """Batch-1 latency (ms per item) and throughput at ``mc.throughput_batch`` (items/s)."""
-    lat = time_callable(lambda: fn(example), mc.latency_min_runs, mc.latency_min_seconds)
-    big = example.expand(mc.throughput_batch, *example.shape[1:]).contiguous()
-    thr = time_callable(lambda: fn(big), 5, mc.latency_min_seconds, warmup=2)
+    """Batch-1 latency (ms per item) and throughput at ``mc.throughput_batch`` (items/s), on
+    ``mc.threads`` threads."""
+    with pinned_threads(mc.threads):
+        lat = time_callable(lambda: fn(example), mc.latency_min_runs, mc.latency_min_seconds)
+        big = example.expand(mc.throughput_batch, *example.shape[1:]).contiguous()
+        thr = time_callable(lambda: fn(big), 5, mc.latency_min_seconds, warmup=2)
+        lat["threads"] = torch.get_num_threads()
     lat["throughput_batch"] = mc.throughput_batch
     lat["throughput_items_per_s"] = mc.throughput_batch * 1e3 / thr["p50"]
     lat["throughput_first_call_ms"] = thr["first_call_ms"]
-    lat["threads"] = torch.get_num_threads()
     return lat
-
-
-def failed_row(name: str, family: str, err: BaseException, phase: str) -> dict:
-    """A row for a recipe that failed. Built from strings only: it cannot raise itself."""
-    try:
-        text = (str(err).strip().splitlines() or [""])[0][:400]
-        error = f"{type(err).__name__}: {text}" if not isinstance(err, StepFailed) else text
-    except Exception:  # noqa: BLE001 - an exception whose str() raises still gives a row
-        error = type(err).__name__
-    return {"name": name, "family": family, "status": "failed", "phase": phase, "error": error,
-            "method": None, "precision": None, "backend": None, "metrics": None, "paired": None,
-            "prediction": None, "size_bytes": None, "latency_ms": None, "details": {}}
 
 
 def _check_runtime(stage: Stage, facts: dict) -> None:
@@ -174,8 +128,6 @@ def device_rows(task, model: torch.nn.Module, device: torch.device, evalset, idx
     Every row carries its device; its ratios are only ever against the fp32 row of that device.
     Inputs start on the CPU, as a video does; the output is copied back (which synchronises).
     """
-    import copy
-
     label = f"{device.type}: {torch.cuda.get_device_name(device) if device.type == 'cuda' else cpu_name()}"
     half = torch.bfloat16 if device.type != "cuda" or torch.cuda.is_bf16_supported() else torch.float16
     short = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}
@@ -213,24 +165,12 @@ def device_rows(task, model: torch.nn.Module, device: torch.device, evalset, idx
 
 
 def _ort_providers() -> list[str]:
-    import onnxruntime as ort
-
     return ort.get_available_providers()
 
 
 def measure_all(task, model: torch.nn.Module, recipes: list[Recipe], store, run_dir: Path,
                 device: torch.device, amp=None) -> dict:
-    """The reference row and one row per recipe; returns the ``measure`` and ``rows`` of results.
-    Runs at ``measure.threads`` threads and gives the caller's thread count back, also on errors."""
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(task.cfg.measure.threads)
-    try:
-        return _measure_all(task, model, recipes, store, run_dir, device, amp)
-    finally:
-        torch.set_num_threads(threads_before)
-
-
-def _measure_all(task, model, recipes, store, run_dir, device, amp) -> dict:
+    """The reference row and one row per recipe; returns the ``measure`` and ``rows`` of results."""
     cfg, mc = task.cfg, task.cfg.measure
     device_label = f"cpu: {cpu_name()}, {mc.threads} threads"
     evalset = task.eval_set(cfg.eval.split)
@@ -296,67 +236,3 @@ def _measure_all(task, model, recipes, store, run_dir, device, amp) -> dict:
                              "targets": np.round(evalset.targets, 4).tolist(),
                              "n_bootstrap": cfg.eval.n_bootstrap, "seed": cfg.eval.seed}}
     return {"measure": measure_info, "rows": rows}
-
-
-def bench_run(run_dir: str | Path, min_runs: int | None = None, min_seconds: float | None = None) -> dict:
-    """Re-time every saved artifact of a run in this one process, from its files alone.
-
-    FP32 eager is timed first and last; ratios are p50(variant) / p50(FP32 eager, first).
-    """
-    from dataclasses import replace
-
-    from echolite.cache import Store
-    from echolite.config import from_dict
-    from echolite.report import load_results
-    from echolite.tasks import task_class
-
-    run_dir = Path(run_dir)
-    results = load_results(run_dir)
-    cfg = from_dict(results["run"]["config"])
-    mc = cfg.measure
-    if min_runs is not None or min_seconds is not None:
-        mc = replace(mc, latency_min_runs=min_runs or mc.latency_min_runs,
-                     latency_min_seconds=mc.latency_min_seconds if min_seconds is None else min_seconds)
-    torch.set_num_threads(mc.threads)
-    store = Store(run_dir / results["run"]["store"])
-    cls = task_class(cfg.task)
-
-    def factory():
-        return cls.build_model(cfg)
-
-    example = torch.load(run_dir / EXAMPLE_FILE, weights_only=True)
-    timings, skipped = {}, []
-    ref = next(r for r in results["rows"] if r["name"] == REFERENCE)
-    ref_runner = open_runner(Stage.load(store.root / ref["store"]), factory, mc.threads)
-    timings[f"{REFERENCE} [{ref['backend']}] (first)"] = time_variant(ref_runner, example, mc)
-    for row in results["rows"]:
-        if row["name"] == REFERENCE:
-            continue
-        key = f"{row['name']} [{row.get('backend') or '—'}]"
-        if row.get("family") == "device":
-            skipped.append(f"{row['name']}: measured on {row.get('device')} in the run, not re-timed here")
-            continue
-        if row["status"] != "ok":
-            skipped.append(f"{row['name']}: failed in the run ({row['error']})")
-            continue
-        runner = None
-        try:
-            runner = open_runner(Stage.load(store.root / row["store"]), factory, mc.threads)
-            timings[key] = time_variant(runner, example, mc)
-        except Exception as err:  # noqa: BLE001 - reported, never skipped silently
-            skipped.append(f"{row['name']}: {type(err).__name__}: {err}".splitlines()[0])
-            continue
-        finally:
-            runner = None  # released before the next row, as in the run (held runners slow the rest)
-            gc.collect()
-        log.info("%s: p50 %.2f ms", key, timings[key]["p50"])
-    timings[f"{REFERENCE} [{ref['backend']}] (last)"] = time_variant(ref_runner, example, mc)
-    ref_p50 = next(iter(timings.values()))["p50"]
-    out = {"device": f"cpu: {cpu_name()}, {mc.threads} threads", "reference_p50_ms": ref_p50,
-           "rows": [{"variant": k, "p50_ms": v["p50"], "p90_ms": v["p90"],
-                     "first_call_ms": v["first_call_ms"],
-                     "ratio_vs_fp32_eager": v["p50"] / ref_p50, "speedup": ref_p50 / v["p50"],
-                     "throughput_items_per_s": v["throughput_items_per_s"]} for k, v in timings.items()],
-           "not_timed": skipped}
-    atomic_write_json(run_dir / "bench.json", out)
-    return out

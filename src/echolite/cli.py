@@ -19,18 +19,36 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
-from echolite import EcholiteError, __version__
+from echolite import EcholiteError, __version__, api, pipeline
+from echolite.bench import bench_run
+from echolite.compress.base import step_types
+from echolite.compress.recipes import expand, known_names
+from echolite.config import apply_overrides, describe, load_config
+from echolite.data import realism
+from echolite.data.digits import write_digits
+from echolite.data.phantom import synthesize
+from echolite.data.validate import drop_bad_rows
+from echolite.env import (
+    atomic_write_json,
+    atomic_write_text,
+    end_distributed,
+    init_distributed,
+    resolve_device,
+)
+from echolite.report import table_markdown, write_report
+from echolite.results import load_results
+from echolite.tasks import task_class
+from echolite.tasks.ef import bench_data, frame_cache_tool
+from echolite.typed import describe as describe_fields
 
 log = logging.getLogger("echolite")
 SHORTCUTS = (("data", "data.root"), ("pooling", "model.pooling"), ("pretrained", "model.pretrained"),
              ("epochs", "train.epochs"), ("device", "train.device"), ("seed", "train.seed"))
 
-
 def _config(args):
-    from echolite.config import apply_overrides, load_config
-
     cfg = load_config(args.config, task=args.task)
     sets = list(args.set or [])
     for flag, key in SHORTCUTS:
@@ -55,7 +73,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="auto | cpu | cuda")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
-                   help="override any config field, e.g. --set train.lr=3e-4 (repeatable)")
+                   help="override any config field, e.g. --set train.lr=3e-4 (repeatable); "
+                        "`echolite settings` lists them all")
 
 
 def _log_to(out: Path) -> None:
@@ -71,10 +90,6 @@ def _log_to(out: Path) -> None:
 
 
 def cmd_synth(args) -> int:
-    import time
-
-    from echolite.data.phantom import synthesize
-
     t0 = time.perf_counter()
     synthesize(args.out, args.n, args.seed, args.size, args.workers, args.version, args.appearance)
     dt = time.perf_counter() - t0
@@ -84,9 +99,6 @@ def cmd_synth(args) -> int:
 
 
 def cmd_realism(args) -> int:
-    from echolite.data import realism
-    from echolite.runtime import atomic_write_json, atomic_write_text
-
     data = Path(args.data)
     name = data.resolve().name
     stats = realism.dataset_stats(realism.folder_videos(data, args.split, args.max_videos))
@@ -111,44 +123,25 @@ def cmd_realism(args) -> int:
 
 
 def cmd_digits(args) -> int:
-    from echolite.data.digits import write_digits
-
     folder = write_digits(args.out)
     print(f"wrote scikit-learn's handwritten digits in the CIFAR-10 layout to {folder}")
     return 0
 
 
 def cmd_cache(args) -> int:
-    from echolite.data import framecache
-    from echolite.tasks.ef import EFTask
-
     cfg = _config(args)
     if not cfg.data.root:
         raise EcholiteError("echolite cache needs --data DIR (a dataset in the EchoNet-Dynamic layout)")
-    data = EFTask.prepare(cfg, Path(cfg.data.root))
-    folder = framecache.cache_folder(data.root, data.key, cfg.data.cache_dir)
-    why = framecache.check(folder, data.root, data.table["FileName"].tolist(), data.key)
-    if why is None and not args.rebuild:
-        print(f"frame cache at {folder} is up to date")
-    else:
-        print(f"frame cache at {folder}: {why or 'rebuild asked'}; building")
-        framecache.build(folder, data.root, data.table, data.key, args.workers)
-    if args.verify:
-        bad = framecache.verify(folder)
-        print(f"verified every video's frames against its sha1: {len(bad)} differ"
-              + (f" ({bad[:3]})" if bad else ""))
-        return 1 if bad else 0
-    return 0
+    lines, ok = frame_cache_tool(cfg, pipeline.store_for(args.out or Path("runs") / "cache"), args.rebuild,
+                                 args.verify, args.workers)
+    print("\n".join(lines))
+    return 0 if ok else 1
 
 
 def cmd_validate(args) -> int:
-    import time
-
-    from echolite.data.validate import drop_bad_rows
-    from echolite.tasks import task_class
-
     t0 = time.perf_counter()
-    report = task_class(args.task or "ef").validate(Path(args.data), not args.skip_items)
+    splits = (args.split.upper(),) if args.split else ("TRAIN", "VAL", "TEST")
+    report = task_class(args.task or "ef").validate(Path(args.data), not args.skip_items, splits)
     seconds = time.perf_counter() - t0
     for problem in report.problems:
         print(problem, file=sys.stderr)
@@ -161,46 +154,35 @@ def cmd_validate(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from echolite.run import prepare_task, store_for
-    from echolite.runtime import end_distributed, init_distributed, resolve_device
-    from echolite.train import train_baseline, training_precision
-
     cfg = _config(args)
     out = Path(args.out)
     _log_to(out)
     device = init_distributed(resolve_device(cfg.train.device))  # under torchrun: DDP
-    task = prepare_task(cfg, out)
-    amp, note = training_precision(cfg, device, store_for(out))
-    log.info("training precision: %s", note)
-    best = train_baseline(task, out, device, amp)
+    task = pipeline.prepare(cfg, out)
+    pipeline.claim(out, task, "baseline")
+    best = pipeline.train(task, out, device)
     end_distributed()
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"best checkpoint: {best}")
+        print(f"best checkpoint: {best} (linked from {out / best.name}); `echolite run` with the same "
+              "settings and an --out beside it reuses it")
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from echolite.evaluate import default_out, evaluate_checkpoint
-    from echolite.runtime import resolve_device
-
-    out = Path(args.out) if args.out else default_out(args.checkpoint, args.data, args.split)
+    out = Path(args.out) if args.out else pipeline.default_evaluation_out(args.checkpoint, args.data, args.split)
     if args.out is None and Path(args.checkpoint).resolve().parent in out.resolve().parents:
         raise EcholiteError("refusing to write evaluation outputs inside the checkpoint's run")
-    metrics = evaluate_checkpoint(args.checkpoint, args.data, args.split.upper(), out,
-                                  resolve_device(args.device))
+    metrics = api.evaluate(args.checkpoint, args.data, args.split.upper(), out, resolve_device(args.device))
     print(json.dumps(metrics, indent=2))
     print(f"predictions and metrics in {out}")
     return 0
 
 
 def cmd_run(args) -> int:
-    from echolite.run import run
-    from echolite.runtime import init_distributed, resolve_device
-
     cfg = _config(args)
     out = Path(args.out or Path("runs") / (cfg.name if cfg.task == "ef" else f"{cfg.task}-{cfg.name}"))
     _log_to(out)
-    if run(cfg, out, init_distributed(resolve_device(cfg.train.device))) is None:
+    if pipeline.run(cfg, out, init_distributed(resolve_device(cfg.train.device))) is None:
         return 0  # a torchrun process other than 0: it trained; process 0 measures and reports
     print((out / "report.md").read_text())
     print(f"results: {out / 'results.json'}")
@@ -208,8 +190,6 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from echolite.report import load_results, table_markdown, write_report
-
     if args.table:
         print(table_markdown(load_results(args.run_dir)))
         return 0
@@ -218,8 +198,6 @@ def cmd_report(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from echolite.benchmark import bench_run
-
     out = bench_run(Path(args.run_dir), args.min_runs, args.min_seconds)
     print(f"device: {out['device']}; ratios are p50(variant) / p50(FP32 eager, timed first)")
     print(f"{'variant':<52} {'p50 ms':>8} {'p90 ms':>8} {'ratio':>7} {'speed-up':>9} {'items/s@B':>10}")
@@ -232,60 +210,41 @@ def cmd_bench(args) -> int:
 
 
 def cmd_bench_data(args) -> int:
-    from torch.utils.data import DataLoader
-
-    from echolite.config import apply_overrides, load_config
-    from echolite.data import framecache
-    from echolite.data.echonet import EchoClips
-    from echolite.data.sampler import EpochSampler
-    from echolite.measure.throughput import loader_throughput
-    from echolite.tasks.ef import EFTask
-
-    cfg = apply_overrides(load_config(None), [f"data.root={args.data}"] +
-                          ([f"data.cache_dir={args.cache_dir}"] if args.cache_dir else []))
-    data = EFTask.prepare(cfg, Path(args.data))
-    table = data.table[data.table["Split"] == args.split.upper()]
-    folder = framecache.cache_folder(data.root, data.key, cfg.data.cache_dir)
-    why = framecache.check(folder, data.root, table["FileName"].tolist(), data.key)
-    sources = [("AVI decode", None)]
-    if why is None:
-        sources.append(("frame cache", framecache.FrameCache(folder)))
-    if why is not None:
-        print(f"frame cache at {folder}: {why} (build it with `echolite cache --data {args.data}`)")
-    for label, cache in sources:
-        ds = EchoClips(data.root, table, args.frames, args.size, 0, args.sampling, 1.2, cache)
-        for workers in range(1, args.workers + 1):
-            for mode in ("train", "eval"):
-                sampler = EpochSampler(len(ds), 0) if mode == "train" else None
-                loader = DataLoader(ds, batch_size=args.batch_size, sampler=sampler, num_workers=workers)
-                r = loader_throughput(loader)
-                print(f"{label:11s} {mode:5s} sampling ({args.sampling}): {r['items_per_s']:7.1f} clips/s "
-                      f"({args.frames} frames, {r['items']} clips, batch {args.batch_size}, "
-                      f"{workers} worker(s))")
+    cfg = apply_overrides(load_config(None), [f"data.root={args.data}"])
+    for line in bench_data(cfg, pipeline.store_for(Path("runs") / "bench-data"), args.split.upper(), args.workers,
+                           args.batch_size, args.frames, args.size, args.sampling):
+        print(line)
     return 0
 
 
 def cmd_bench_train(args) -> int:
-    from echolite.measure.training import bench_training_step
-
-    cfg = _config(args)
-    print(bench_training_step(cfg, args.steps))
+    print(pipeline.bench_training_step(_config(args), args.steps))
     return 0
 
 
 def cmd_recipes(args) -> int:
-    import dataclasses
-
-    from echolite.compress.base import step_types
-    from echolite.compress.recipes import known_names
-
-    print("built-in recipes (compress.methods):")
+    cfg = _config(args)
+    if args.names:
+        for name in args.names:
+            print(f"{name}:")
+            for line in expand(name, cfg.compress):
+                print(f"  {line}")
+        return 0
+    print("built-in recipes (compress.methods; `echolite recipes NAME` shows what one expands to):")
     for name in known_names().split(", "):
         print(f"  {name}")
     print("\nsteps for compress.recipes (YAML: [{step: {field: value}}, ...]):")
     for key, cls in sorted(step_types().items()):
-        fields = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls))
-        print(f"  {key:<20} {cls.consumes:>9} -> {cls.produces:<9} {fields}")
+        print(f"  {key}  ({cls.consumes} -> {cls.produces}): {(cls.__doc__ or '').strip().splitlines()[0]}")
+        for line in describe_fields(cls, indent="      "):
+            print(line)
+    return 0
+
+
+def cmd_settings(args) -> int:
+    print("every setting (--set SECTION.KEY=VALUE, or in a YAML config); [not part of any key]: changing it "
+          "never rebuilds anything")
+    print("\n".join(describe()))
     return 0
 
 
@@ -328,8 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.set_defaults(func=cmd_digits)
 
-    p = sub.add_parser("cache", help="build (or check) the decoded-frame cache of an EF dataset")
+    p = sub.add_parser("cache", help="build (or check) the decoded-frame cache of an EF dataset (in the store "
+                       "beside OUT, where `echolite run --out` finds it)")
     _add_config_flags(p)
+    p.add_argument("--out", default=None, help="a run folder whose store holds the cache (default runs/cache)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--rebuild", action="store_true", help="rebuild even if up to date")
     p.add_argument("--verify", action="store_true", help="recompute every video's checksum from the cache")
@@ -341,9 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drop-bad", metavar="CSV", default=None,
                    help="instead of failing, list the bad rows and why in CSV (exit 0)")
     p.add_argument("--skip-items", action="store_true", help="check the index files only")
+    p.add_argument("--split", default=None, help="only this split is needed (e.g. an external TEST set)")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("train", help="train the FP32 baseline (resumes from OUT/last.pt)")
+    p = sub.add_parser("train", help="train the FP32 baseline into the store (the entry `run` reuses); "
+                       "OUT/best.pt links to it")
     _add_config_flags(p)
     p.add_argument("--out", required=True, help="checkpoint folder")
     p.set_defaults(func=cmd_train)
@@ -387,8 +350,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=5, help="timed steps per precision")
     p.set_defaults(func=cmd_bench_train)
 
-    p = sub.add_parser("recipes", help="list the built-in recipes and the step types")
+    p = sub.add_parser("recipes", help="list the built-in recipes and the step types with their fields; "
+                       "with names, what each expands to")
+    p.add_argument("names", nargs="*", help="recipe names to expand (built-in or from --config's recipes)")
+    _add_config_flags(p)
     p.set_defaults(func=cmd_recipes)
+
+    p = sub.add_parser("settings", help="every config setting with its type, default and meaning")
+    p.set_defaults(func=cmd_settings)
     return parser
 
 

@@ -5,9 +5,12 @@ model selection on VAL with the task's primary metric. The task supplies the dat
 and the VAL score; this file knows nothing of what is being predicted.
 
 Checkpoints (``torch.load(..., weights_only=True)`` safe: tensors, numbers, strings, lists, dicts):
-  * ``last.pt``: after every epoch: model, optimizer, scheduler, RNG states, history -> resume;
+  * ``last.pt``: after every epoch: model, optimizer, scheduler, GradScaler, RNG states (CPU and
+    CUDA), history -> an exact resume;
   * ``best.pt``: the epoch with the best VAL score: model, config, statistics, history.
-Both are written atomically (a kill mid-write leaves the previous file intact).
+Both are written atomically (a kill mid-write leaves the previous file intact) by process 0. Under
+torchrun, process 0 reads ``last.pt`` and sends it to the others: ranks on other nodes need not
+see the same file system (they resume from what process 0 holds).
 """
 
 from __future__ import annotations
@@ -20,12 +23,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from echolite import EcholiteError
+from echolite.config import from_dict
 from echolite.data.sampler import EpochSampler
-from echolite.runtime import atomic_torch_save, autocast, barrier, dist_info, seed_everything
+from echolite.env import (
+    atomic_torch_save,
+    autocast,
+    barrier,
+    broadcast,
+    dist_backend,
+    dist_info,
+    seed_everything,
+)
+from echolite.store import describe_changes
+from echolite.tasks import task_class
 
 log = logging.getLogger(__name__)
 BEST, LAST = "best.pt", "last.pt"
@@ -111,12 +126,17 @@ def fit(task, model: torch.nn.Module, schedule: Schedule, device: torch.device, 
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
 
     start, history, best, best_epoch, best_state = 0, [], None, 0, None
-    resume = _load_last(out_dir)
+    resume = broadcast(_load_last(out_dir) if rank == 0 else None)  # process 0's file, on every rank
     writer = out_dir is not None and rank == 0  # one process writes checkpoints
+    if out_dir is not None and rank == 0:
+        log.info("%s: %d process(es) (%s), %d items per process and step (global batch %d), %s",
+                 desc, world, dist_backend() or "no process group", batch, tc.batch_size, device)
     if resume is not None:
         net.load_state_dict(resume["model"])
         opt.load_state_dict(resume["optimizer"])
         sched.load_state_dict(resume["scheduler"])
+        if "scaler" in resume:
+            scaler.load_state_dict(resume["scaler"])
         _set_rng(resume["rng"])
         start, history = resume["epoch"], resume["history"]
         best, best_epoch = resume["best_score"], resume["best_epoch"]
@@ -168,12 +188,14 @@ def fit(task, model: torch.nn.Module, schedule: Schedule, device: torch.device, 
                 best_state = _state(net)
         if writer:
             state = _state(net)
-            base = {**(record or {}), "history": history}
+            base = {**(record or {}), "history": history,
+                    "processes": {"world_size": world, "backend": dist_backend(), "batch_per_process": batch,
+                                  "global_batch": tc.batch_size, "device": str(device)}}
             if improved:
                 atomic_torch_save({**base, "model": state, "epoch": epoch + 1, "val_score": score},
                                   out_dir / BEST)
             atomic_torch_save({**base, "model": state, "optimizer": opt.state_dict(),
-                               "scheduler": sched.state_dict(), "rng": _get_rng(),
+                               "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "rng": _get_rng(),
                                "epoch": epoch + 1, "best_score": best, "best_epoch": best_epoch,
                                "finished": epoch + 1 == schedule.epochs}, out_dir / LAST)
         barrier()
@@ -185,8 +207,6 @@ def fit(task, model: torch.nn.Module, schedule: Schedule, device: torch.device, 
 
 def _mean_over_processes(losses: list[float], device: torch.device) -> float:
     """The mean training loss of the epoch over every process's batches."""
-    import torch.distributed as dist
-
     total = torch.tensor([float(np.sum(losses)), float(len(losses))], dtype=torch.float64, device=device)
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(total)
@@ -204,93 +224,37 @@ def _load_last(out_dir: Path | None) -> dict | None:
 
 
 def _get_rng() -> dict:
-    """The global RNG state training draws from (item order and augmentation come from the
-    epoch-keyed sampler; the torch generator covers anything random in a model's forward)."""
-    return {"torch": torch.get_rng_state()}
+    """The global RNG states training draws from (item order and augmentation come from the
+    epoch-keyed sampler; the torch generators cover anything random in a model's forward)."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def _set_rng(rng: dict) -> None:
     torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(rng["cuda"])
 
 
 # --- the baseline ------------------------------------------------------------------------------
-def training_precision(cfg, device: torch.device, store=None) -> tuple[torch.dtype | None, str]:
-    """``train.amp`` resolved for this device (see runtime.resolve_amp). When ``auto`` must time
-    a training step to decide, the timing is made once per CPU, torch version, model and batch
-    and kept in the store, so a rerun decides the same way (and reuses its baseline)."""
-    import json
-
-    from echolite.cache import package_versions
-    from echolite.measure.training import training_step_seconds
-    from echolite.runtime import cpu_flags, cpu_name, resolve_amp
-    from echolite.tasks import task_class
-
-    def probe() -> dict:
-        if store is None:
-            return training_step_seconds(cfg, device)
-        if dist_info()[0] != 0:  # process 0 times, the others read its decision
-            barrier()
-            return json.loads((entry_for().path / "seconds.json").read_text())
-        entry = entry_for()
-        if entry.complete:
-            log.info("train.amp=auto: reusing the step timings of this CPU and model measured "
-                     "earlier (%s)", entry.path.name)
-        else:
-            log.info("timing a training step in fp32 and in bf16 to resolve train.amp=auto (%s)",
-                     entry.describe_miss())
-            seconds = training_step_seconds(cfg, device)
-            with entry.build() as tmp:
-                (tmp / "seconds.json").write_text(json.dumps(seconds))
-        barrier()
-        return json.loads((entry.path / "seconds.json").read_text())
-
-    def entry_for():
-        cls = task_class(cfg.task)
-        return store.entry("amp", "training precision probe", {
-            "cpu": cpu_name(), "flags": sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx"))),
-            "device": device.type, "threads": torch.get_num_threads(), "model": cls.model_name(cfg),
-            "shape": [cfg.train.batch_size, *cls.example_shape(cfg)],
-            "versions": package_versions(("torch",))})
-
-    return resolve_amp(device, cfg.train.amp, probe)
-
-
-NOT_MADE_FROM = {"num_workers", "root", "frame_cache", "cache_dir"}  # how data is read, not what it is
-
-
-def baseline_fingerprint(task, amp) -> dict:
-    """What a baseline is made from: the data, the model and training settings, the training
-    precision, the code that trains and the packages it uses."""
-    from echolite.cache import BASELINE_PACKAGES, code_digest, file_digest, package_versions
-
-    cfg = task.cfg.to_dict()
-    pretrained = getattr(task.cfg.model, "pretrained", None)
-    return {"task": task.NAME, "data_key": task.data.key,
-            "pretrained": file_digest(pretrained) if pretrained and Path(pretrained).is_file() else None,
-            "data": {k: v for k, v in cfg["data"].items() if k not in NOT_MADE_FROM},
-            "model": cfg["model"],
-            "train": {k: v for k, v in cfg["train"].items() if k not in ("device", "amp")},
-            "amp": str(amp), "code": code_digest("baseline"),
-            "versions": package_versions(BASELINE_PACKAGES)}
-
-
-def train_baseline(task, out_dir: str | Path, device: torch.device, amp=None) -> Path:
+def train_baseline(task, out_dir: str | Path, device: torch.device, amp, fingerprint: dict) -> Path:
     """Train the task's model from scratch into ``out_dir`` (resuming from ``last.pt``).
 
-    Returns the path of ``best.pt``. A finished run with the same fingerprint returns at once.
+    ``fingerprint``: what the baseline is made from (echolite.identity.baseline_inputs), stored in
+    both checkpoints. Returns the path of ``best.pt``; a finished training of the same fingerprint
+    returns at once.
 
     Raises:
-        EcholiteError: ``out_dir`` holds a run made from other data or settings.
+        EcholiteError: ``out_dir`` holds a training made from other data or settings.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tc = task.cfg.train
-    fingerprint = baseline_fingerprint(task, amp)
-    resume = _load_last(out_dir)
+    resume = broadcast(_load_last(out_dir) if dist_info()[0] == 0 else None)
     if resume is not None and resume["fingerprint"] != fingerprint:
-        from echolite.cache import _diff
-
-        changed = "; ".join(_diff(resume["fingerprint"], fingerprint)[:4])
+        changed = "; ".join(describe_changes(resume["fingerprint"], fingerprint)[:4])
         raise EcholiteError(f"{out_dir} holds a training made from other data or settings "
                             f"({changed}); choose another --out or delete it to start over")
     if resume is not None and resume["finished"]:
@@ -314,9 +278,6 @@ def train_baseline(task, out_dir: str | Path, device: torch.device, amp=None) ->
 
 def load_checkpoint(path: str | Path):
     """Rebuild the model of a ``best.pt``/``last.pt``: returns (task class, config, model, ckpt)."""
-    from echolite.config import from_dict
-    from echolite.tasks import task_class
-
     path = Path(path)
     if not path.is_file():
         raise EcholiteError(f"{path}: checkpoint not found (run `echolite train` first)")
@@ -326,24 +287,3 @@ def load_checkpoint(path: str | Path):
     model = cls.build_model(cfg, ckpt["stats"])
     model.load_state_dict(ckpt["model"])
     return cls, cfg, model.eval(), ckpt
-
-
-def finetuner(task, device: torch.device, amp=None):
-    """The task's loop as the compression engine's ``finetune(module, epochs, lr, ...)`` callback.
-
-    Float models fine-tune in the training precision ``amp``; fake-quantized graphs
-    (``mixed_precision=False``) in fp32.
-    """
-
-    def finetune(module: torch.nn.Module, epochs: int, lr: float, on_epoch=None, max_items: int = 0,
-                 keep_best: bool = True, warmup_epochs: float = 0.0,
-                 mixed_precision: bool = True) -> list[dict]:
-        module.to(device)
-        result = fit(task, module, Schedule(lr, epochs, warmup_epochs, "cosine"), device,
-                     amp=amp if mixed_precision else None, max_items=max_items, on_epoch=on_epoch,
-                     keep_best=keep_best, score_start=keep_best, desc="fine-tune")
-        module.cpu()
-        return result.history
-
-    return finetune
-

@@ -1,9 +1,16 @@
-"""Compression engine (task-agnostic): steps as config types, recipes as chains of steps.
+"""Compression engine (task-agnostic): steps as typed configs, recipes as chains of steps.
 
     from echolite.compress import apply, StaticPTQConfig
     stage = apply(StaticPTQConfig(observer="histogram"), stage, ctx)
 
-Importing this package registers every step; each handler imports its backend library on use.
+    base.py      Stage, Context, StepConfig, register, apply: the vocabulary
+    recipes.py   the one registry of method names: names -> chains of steps, built with shared prefixes
+    runners.py   a stage's files -> something that runs (the one path from artifact to prediction)
+    steps/       one module per step type
+    backends/    the libraries: PT2E export and lowering, ONNX Runtime, OpenVINO, pruning helpers
+    search/      the per-layer float fallback
+
+Importing this package registers every step.
 """
 
 from echolite.compress.base import (
@@ -15,9 +22,17 @@ from echolite.compress.base import (
     register,
     step_types,
 )
-from echolite.compress.onnxrt import OnnxRuntimeConfig, OrtStaticConfig
-from echolite.compress.prune import FineTuneConfig, StructuredPruneConfig, UnstructuredPruneConfig
-from echolite.compress.pt2e import CompileConfig, DynamicPTQConfig, QATConfig, StaticPTQConfig
+from echolite.compress.steps import (
+    CompileConfig,
+    DynamicPTQConfig,
+    FineTuneConfig,
+    OnnxRuntimeConfig,
+    OrtStaticConfig,
+    QATConfig,
+    StaticPTQConfig,
+    StructuredPruneConfig,
+    UnstructuredPruneConfig,
+)
 
 __all__ = ["CompressionError", "Context", "Stage", "StepConfig", "apply", "register", "step_types",
            "OnnxRuntimeConfig", "OrtStaticConfig", "CompileConfig", "DynamicPTQConfig", "QATConfig",

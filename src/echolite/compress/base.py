@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,16 +157,21 @@ class StepConfig:
         return f"{self.key}({', '.join(changed)})"
 
     def as_dict(self) -> dict:
-        return {"step": self.key, **dataclasses.asdict(self)}
+        return {"step": self.key, **{k: list(v) if isinstance(v, tuple) else v
+                                     for k, v in dataclasses.asdict(self).items()}}
 
 
 _HANDLERS: dict[type, Callable] = {}
 
 
 def register(config_type: type):
-    """Decorator mapping a step config type (a StepConfig dataclass) to its handler."""
+    """Decorator mapping a step config type (a StepConfig dataclass) to its handler. A YAML key is
+    registered once: a second step type under the same key is refused."""
     if not (dataclasses.is_dataclass(config_type) and issubclass(config_type, StepConfig)):
         raise TypeError(f"{config_type.__name__} must be a StepConfig dataclass")
+    taken = next((t for t in _HANDLERS if t.key == config_type.key and t is not config_type), None)
+    if taken is not None:
+        raise EcholiteError(f"step {config_type.key!r} is registered already ({taken.__name__})")
 
     def wrap(fn):
         _HANDLERS[config_type] = fn
@@ -174,9 +181,8 @@ def register(config_type: type):
 
 
 def step_types() -> dict[str, type]:
-    """Every registered step type by its YAML key."""
-    import echolite.compress  # noqa: F401 - importing the package registers every handler
-
+    """Every registered step type by its YAML key (the steps register when echolite.compress.steps
+    is imported: echolite.compress does)."""
     return {t.key: t for t in _HANDLERS}
 
 
@@ -205,9 +211,6 @@ def kept_epoch(history: list[dict], higher_is_better: bool, keep_best: bool) -> 
 
 def link_or_copy(src: Path, folder: Path) -> Path:
     """Place ``src`` in ``folder`` (hard link, else copy): stages keep their files together."""
-    import os
-    import shutil
-
     dst = Path(folder) / Path(src).name
     if dst.exists() and dst.samefile(src):
         return dst

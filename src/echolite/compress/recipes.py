@@ -22,12 +22,15 @@ import dataclasses
 import logging
 import re
 import time
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import echolite.compress.steps  # noqa: F401 - registers every step type
 from echolite import EcholiteError
-from echolite.compress.base import FLOAT, RUNTIME, Context, Stage, StepConfig, apply, step_types
+from echolite.compress.base import FLOAT, RUNTIME, Context, Stage, StepConfig, apply, save_weights, step_types
+from echolite.identity import stage_inputs
+from echolite.store import tensors_digest
+from echolite.typed import build as build_config
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,10 @@ _BUILTINS: list[_Builtin] = []
 
 
 def builtin(pattern: str, usage: str):
-    """Register a family of built-in recipe names (a full-match regex with named groups)."""
+    """Register a family of built-in recipe names (a full-match regex with named groups); a usage
+    is registered once."""
+    if any(b.usage == usage for b in _BUILTINS):
+        raise EcholiteError(f"built-in recipe {usage!r} is registered already")
 
     def wrap(fn):
         _BUILTINS.append(_Builtin(re.compile(pattern), usage, fn))
@@ -73,9 +79,24 @@ def known_names() -> str:
     return ", ".join(b.usage for b in _BUILTINS)
 
 
+def expand(entry: str, cc) -> list[str]:
+    """What a method name expands to: one line per step with its fields (``echolite recipes NAME``)."""
+    recipe = parse_method(entry, cc)
+    return [f"{i}. {s.label()}  [{s.consumes} -> {s.produces}]" for i, s in enumerate(recipe.steps, 1)]
+
+
 # --- built-in recipes ----------------------------------------------------------------------------
-def _steps():
-    return step_types()
+class _Steps:
+    """``_steps()["qat"](epochs=...)``: built-in recipes build their steps through the same typed
+    builder as YAML recipes, so a bad value is the same one-line error either way."""
+
+    def __getitem__(self, key: str):
+        cls = step_types()[key]
+        return lambda **fields: build_config(cls, fields, key)
+
+
+def _steps() -> _Steps:
+    return _Steps()
 
 
 @builtin(r"fp32-inductor", "fp32-inductor")
@@ -183,42 +204,8 @@ def parse_steps(name: str, raw) -> tuple[StepConfig, ...]:
         if key not in types:
             raise EcholiteError(f"compress.recipes.{name} step {i}: unknown step {key!r} "
                                 f"(known: {', '.join(sorted(types))})")
-        steps.append(_make(types[key], fields, f"compress.recipes.{name} step {i} ({key})"))
+        steps.append(build_config(types[key], fields, f"compress.recipes.{name} step {i} ({key})"))
     return tuple(steps)
-
-
-def _make(cls: type, fields, where: str) -> StepConfig:
-    if not isinstance(fields, dict):
-        raise EcholiteError(f"{where}: expected {{field: value}}, got {fields!r}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(fields) - names)
-    if unknown:
-        raise EcholiteError(f"{where}: unknown field(s) {', '.join(unknown)} "
-                            f"(known: {', '.join(sorted(names)) or 'none'})")
-    hints = typing.get_type_hints(cls)
-    try:
-        return cls(**{name: _typed(value, hints[name], name) for name, value in fields.items()})
-    except (TypeError, ValueError) as err:
-        raise EcholiteError(f"{where}: {err}") from None
-
-
-def _typed(value, hint, name: str):
-    """``value`` as the field's declared type, or ValueError: no silent conversions."""
-    if typing.get_origin(hint) is tuple:
-        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-            raise ValueError(f"{name} must be a list of names, but got {value!r}")
-        return tuple(value)
-    if hint is bool and not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, but got {value!r}")
-    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ValueError(f"{name} must be an integer, but got {value!r}")
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{name} must be a number, but got {value!r}")
-        return float(value)
-    if hint is str and not isinstance(value, str):
-        raise ValueError(f"{name} must be a string, but got {value!r}")
-    return value
 
 
 def check_chain(name: str, steps: tuple[StepConfig, ...]) -> None:
@@ -244,7 +231,11 @@ def parse_method(entry: str, cc) -> Recipe:
         for b in _BUILTINS:
             m = b.pattern.fullmatch(entry)
             if m:
-                steps = tuple(b.make(cc, **{k: v for k, v in m.groupdict().items() if v is not None}))
+                try:
+                    steps = tuple(b.make(cc, **{k: v for k, v in m.groupdict().items() if v is not None}))
+                except EcholiteError as err:
+                    raise EcholiteError(f"compress.methods: {entry}: {err} (the built-in recipes take "
+                                        "their steps' settings from the compress section)") from None
                 break
         else:
             defined = f"; defined in compress.recipes: {', '.join(cc.recipes)}" if cc.recipes else ""
@@ -268,7 +259,9 @@ def resolve(cc) -> list[Recipe]:
 
 # --- building ----------------------------------------------------------------------------------
 class StepFailed(EcholiteError):
-    """A step of a recipe raised; carries which one."""
+    """A step of a recipe raised; carries which one (its message names the step)."""
+
+    names_its_step = True
 
     def __init__(self, recipe: str, index: int, step: StepConfig, error: BaseException):
         self.recipe, self.index, self.step, self.error = recipe, index, step, error
@@ -278,12 +271,8 @@ class StepFailed(EcholiteError):
 
 def reference_stage(module, store, ctx: Context) -> tuple[Stage, str]:
     """The float model every recipe starts from, saved in the store; returns (stage, key)."""
-    from echolite.cache import code_digest, package_versions, tensors_digest
-    from echolite.compress.base import save_weights
-
-    entry = store.entry("stage", "reference", {"weights": tensors_digest(module.state_dict()),
-                                                "model": ctx.model_key, "code": code_digest("stages"),
-                                                "versions": package_versions()})
+    entry = store.entry("stage", "reference", stage_inputs(tensors_digest(module.state_dict()), {"step": "reference"},
+                                                           ctx.model_key, None))
     if not entry.complete:
         log.info("saving the reference model (%s)", entry.describe_miss())
         with entry.build() as tmp:
@@ -299,16 +288,11 @@ def build(recipe: Recipe, base: Stage, base_key: str, ctx: Context, store,
     ``reload(stage)`` gives the module of a stored stage when a later step must run on it.
     ``info`` says, per step, whether it was built or reused, its store folder and seconds.
     """
-    from echolite.cache import code_digest, package_versions
-
     stage, parent = base, base_key
     info = {"steps": []}
     n = len(recipe.steps)
     for i, step in enumerate(recipe.steps, 1):
-        inputs = {"parent": parent, "step": step.as_dict(), "model": ctx.model_key,
-                  "code": code_digest("stages"), "versions": package_versions()}
-        if step.uses_data:
-            inputs["data"] = ctx.data_key
+        inputs = stage_inputs(parent, step.as_dict(), ctx.model_key, ctx.data_key if step.uses_data else None)
         entry = store.entry("stage", f"{recipe.name}#{i}", inputs)
         if entry.complete:
             log.info("%s: step %d/%d %s: reusing %s", recipe.name, i, n, step.label(), entry.path.name)

@@ -25,8 +25,12 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.image import imread
 
 from echolite import EcholiteError
+from echolite.data.echonet import read_filelist, video_path
+from echolite.data.video import read_frames
 
 log = logging.getLogger(__name__)
 
@@ -172,9 +176,6 @@ def _round(value) -> float:
 def folder_videos(root: str | Path, split: str | None = None, limit: int | None = None, seed: int = 0):
     """Grey frames of the videos of an EchoNet-layout dataset (FileList order, or a seeded sample of
     ``limit`` of them), decoded as the loader decodes them."""
-    from echolite.data.echonet import read_filelist, video_path
-    from echolite.data.video import read_frames
-
     table = read_filelist(root)
     if split:
         table = table[table["Split"] == split.upper()]
@@ -254,27 +255,23 @@ def figure(stats: dict, path: str | Path, name: str, reference: dict | None = No
     FOV, mean grey by depth, pixel correlation k frames later) with the reference's curves drawn
     over them; above, the reference's own panels (the shipped real-echo figure when ``reference``
     is the package's targets, which hold no frames)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     reference = reference if reference is not None else real_targets()
-    fig, axes = plt.subplots(2, 5, figsize=(16, 6.4))
+    fig = Figure(figsize=(16, 6.4))
+    axes = fig.subplots(2, 5)
     if "mean_frame" in reference:
         _panels(axes[0], reference, reference_name, None)
     else:
         for ax in axes[0]:
             ax.remove()
         top = fig.add_subplot(2, 1, 1)
-        top.imshow(plt.imread(resources.files("echolite.data").joinpath("realism_real_appearance.png")))
+        with resources.files("echolite.data").joinpath("realism_real_appearance.png").open("rb") as f:
+            top.imshow(imread(f))
         top.set_title(f"{reference_name} (aggregates of {reference['videos']} clips)", fontsize=10)
         top.axis("off")
     _panels(axes[1], stats, name, reference)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 

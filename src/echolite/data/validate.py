@@ -70,8 +70,9 @@ def _line(i: int) -> str:
     return f"{FILELIST} line {i + 2}"  # header is line 1
 
 
-def validate(root: str | Path, check_videos: bool = True) -> Report:
-    """Validate FileList.csv, VolumeTracings.csv (if present) and the videos under ``root``."""
+def validate(root: str | Path, check_videos: bool = True, splits=SPLITS) -> Report:
+    """Validate FileList.csv, VolumeTracings.csv (if present) and the videos under ``root``;
+    ``splits``: the splits the job needs (each must have rows; external validation needs TEST only)."""
     root = Path(root)
     report = Report(root)
     add = report.problems.append
@@ -82,8 +83,12 @@ def validate(root: str | Path, check_videos: bool = True) -> Report:
         return report
     try:
         df = read_filelist(root)
+    except pd.errors.EmptyDataError:
+        add(Problem(str(root / FILELIST), "is empty (0 bytes or no header)",
+                    f"write a header ({', '.join(FILELIST_COLUMNS)}) and one row per video"))
+        return report
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        add(Problem(str(root / FILELIST), f"cannot be parsed as CSV ({err})", "fix the file"))
+        add(Problem(str(root / FILELIST), f"cannot be parsed as CSV ({str(err).splitlines()[0]})", "fix the file"))
         return report
     report.n_rows = len(df)
     missing = [c for c in FILELIST_COLUMNS if c not in df.columns]
@@ -135,14 +140,19 @@ def validate(root: str | Path, check_videos: bool = True) -> Report:
             if problem:
                 add(Problem(str(video_path(root, name)), problem[0], problem[1], name, i))
 
-    for split in SPLITS:
+    for split in splits:
         if not (df["Split"] == split).any():
             add(Problem(str(root / FILELIST), f"no {split} rows (column Split)",
                         f"assign some videos to {split}: training needs TRAIN and VAL, "
                         "the report TEST"))
 
     if (root / TRACINGS).is_file():
-        header = pd.read_csv(root / TRACINGS, nrows=0).columns
+        try:
+            header = pd.read_csv(root / TRACINGS, nrows=0).columns
+        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+            add(Problem(str(root / TRACINGS), f"header cannot be read ({str(err).splitlines()[0]})",
+                        f"fix the header ({', '.join(TRACING_COLUMNS)}) or remove the file"))
+            return report
         missing = [c for c in TRACING_COLUMNS if c not in header]
         if missing:
             add(Problem(str(root / TRACINGS), f"missing column(s) {', '.join(missing)}",

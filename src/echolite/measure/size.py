@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import zlib
 from pathlib import Path
 
 import torch
@@ -19,8 +20,6 @@ def file_bytes(path: str | Path) -> int:
 def compressed_bytes(path: str | Path, level: int = 6) -> int:
     """Bytes of the file (and sidecar) deflate-compressed (zlib ``level``): the size to store or
     ship it zipped. Zero weights (unstructured pruning) compress; dense weights barely do."""
-    import zlib
-
     path = Path(path)
     comp = zlib.compressobj(level)
     total = 0

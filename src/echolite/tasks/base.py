@@ -21,15 +21,19 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 
+from echolite.env import autocast, dist_info
 from echolite.metrics.bootstrap import paired_delta, with_ci
+
+SPLITS = ("TRAIN", "VAL", "TEST")
 
 
 @dataclass(frozen=True)
@@ -69,14 +73,17 @@ class DataRef:
     Attributes:
         root: dataset folder.
         table: the task's index of items (e.g. FileList rows) after validation.
-        key: digest of what the data is (root + index content): keys everything trained on it.
+        key: digest of what the data is (its index and every item's content, not where it lies):
+            keys everything trained on it.
         description: shown in results ("kind", split sizes, provenance).
+        items: item name -> content digest, where items are files (the frame cache's keys).
     """
 
     root: Path
     table: Any
     key: str
     description: dict
+    items: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -111,18 +118,20 @@ class Task(abc.ABC):
     BUDGET: ClassVar[Budget]  # default accuracy budget for recommending a variant
     EVAL_BATCH: ClassVar[int] = 1  # batch size of the measuring loop's predictions
     OUTPUT_LAYERS: ClassVar[tuple[str, ...]] = ()  # modules producing the outputs (never pruned)
+    FIGURES: ClassVar[tuple[str, ...]] = ()  # the task's report figures (names in echolite.figures)
     DataConfig: ClassVar[type]
     ModelConfig: ClassVar[type]
     EvalConfig: ClassVar[type]
 
-    def __init__(self, cfg, data: DataRef):
+    def __init__(self, cfg, data: DataRef, store=None):
         self.cfg, self.data = cfg, data
 
     # --- data ---------------------------------------------------------------------------------
     @classmethod
     @abc.abstractmethod
-    def prepare(cls, cfg, run_dir: Path) -> DataRef:
-        """Resolve (or generate) and validate the data; raise EcholiteError before any long work."""
+    def prepare(cls, cfg, run_dir: Path, store, splits=SPLITS) -> DataRef:
+        """Resolve (or generate, into ``store``) and validate the data; raise EcholiteError before
+        any long work. ``splits``: the splits the job needs (evaluation needs only its own)."""
 
     @property
     def num_workers(self) -> int:
@@ -144,7 +153,7 @@ class Task(abc.ABC):
         """Shape of one input item (without the batch dimension)."""
 
     @classmethod
-    def validate(cls, root: Path, check_items: bool = True):
+    def validate(cls, root: Path, check_items: bool = True, splits=SPLITS):
         """Check a dataset folder: a :class:`echolite.data.validate.Report` (every problem once)."""
         raise NotImplementedError(f"task {cls.NAME} has no validator")
 
@@ -167,16 +176,12 @@ class Task(abc.ABC):
     def val_score(self, model: torch.nn.Module, device: torch.device, amp=None) -> float:
         """The primary metric on the whole VAL split (model selection). In a distributed run every
         process predicts its share and the outputs are gathered: every item counts once."""
-        from echolite.runtime import dist_info
-
         evalset = self.eval_set("VAL")
         rank, world, _ = dist_info()
         run = model_runner(model, device, amp)
         if world == 1:
             outputs = predict_outputs(run, evalset, self.cfg.train.batch_size)
         else:
-            import torch.distributed as dist
-
             mine = np.arange(rank, len(evalset), world)
             part = EvalSet(evalset.inputs[mine], evalset.targets[mine], [], evalset.split)
             shares: list = [None] * world
@@ -226,12 +231,6 @@ class Task(abc.ABC):
         """Extra markdown the task adds to the report (after the summary)."""
         return []
 
-    @classmethod
-    def figures(cls, results: dict, run_dir: Path) -> list[str | None]:
-        """Task-specific report figures, written into ``run_dir``; returns their captions
-        (``**file.png** — how to read it``). A pure function of results.json."""
-        return []
-
     # --- generic, the same for every task -------------------------------------------------------
     @classmethod
     def metric(cls, key: str) -> Metric:
@@ -274,13 +273,11 @@ class Task(abc.ABC):
                 "input_name": self.INPUT_NAME, "primary": self.PRIMARY,
                 "metrics": [asdict(m) for m in self.METRICS],
                 "budget": {**asdict(budget), "text": budget.describe(primary)},
-                "model": self.model_name(self.cfg)}
+                "model": self.model_name(self.cfg), "figures": list(self.FIGURES)}
 
 
 def model_runner(model: torch.nn.Module, device: torch.device | None = None, amp=None) -> Callable:
     """An inference callable of an eager module: float input on its device, float CPU output."""
-    from echolite.runtime import autocast
-
     device = device or torch.device("cpu")
 
     def run(x: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,6 @@ batches (stratified, deterministic); TEST is ``test_batch``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,50 +16,19 @@ import pandas as pd
 import torch
 
 from echolite import EcholiteError
-from echolite.cache import digest, file_digest
-from echolite.config import EvalConfig
+from echolite.data.cifar import META, TEST_BATCH, TRAIN_BATCHES, batches_dir, read_cifar, stratified_split
+from echolite.data.cifar import validate as validate_cifar
+from echolite.data.digits import write_digits
+from echolite.identity import code_digest
+from echolite.metrics.classification import accuracy, macro_f1
+from echolite.models.classify import OUTPUT_LAYERS, build_classifier
+from echolite.results import MB, ok_rows, size_bytes
+from echolite.settings import ClassifyDataConfig, ClassifyModelConfig, EvalConfig
+from echolite.store import digest, file_digest
 from echolite.tasks.base import Budget, DataRef, EvalSet, Metric, Task
 
 log = logging.getLogger(__name__)
 DIGITS_FOLDER = "digits-cifar10"
-
-
-@dataclass
-class ClassifyDataConfig:
-    root: str | None = None  # CIFAR-10-layout folder (or its parent); None = the built-in digits
-    val_items: int = 0  # VAL images carved from the training batches (stratified); 0 = 10 %
-    val_seed: int = 0
-    crop_pad: int = 2  # training augmentation: zero-pad by this much, crop back at random; 0 = off
-    flip: bool = False  # random horizontal flip: yes for natural images, no for digits
-    num_workers: int = 0
-
-
-@dataclass
-class ClassifyModelConfig:
-    arch: str = "tutorial-cnn"  # tutorial-cnn | resnet18-cifar
-    label_smoothing: float = 0.1  # of the training loss's targets
-
-    def __post_init__(self):
-        from echolite.models.classify import ARCHS
-
-        if self.arch not in ARCHS:
-            raise EcholiteError(f"model.arch must be one of {', '.join(ARCHS)}, but got {self.arch!r}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise EcholiteError(f"model.label_smoothing must be in [0, 1), got {self.label_smoothing}")
-
-
-def accuracy(y: np.ndarray, p: np.ndarray) -> float:
-    return float(100.0 * np.mean(y == p))
-
-
-def macro_f1(y: np.ndarray, p: np.ndarray) -> float:
-    """Unweighted mean over the classes present in ``y`` or ``p`` of F1 (%)."""
-    scores = []
-    for c in np.union1d(y, p):
-        tp = np.sum((p == c) & (y == c))
-        denom = np.sum(p == c) + np.sum(y == c)
-        scores.append(2.0 * tp / denom if denom else 0.0)
-    return float(100.0 * np.mean(scores))
 
 
 class _Images(torch.utils.data.Dataset):
@@ -98,35 +66,26 @@ class ClassifyTask(Task):
     EVAL_BATCH = 64  # small models are overhead-bound one image at a time: predict in batches
     DataConfig, ModelConfig, EvalConfig = ClassifyDataConfig, ClassifyModelConfig, EvalConfig
 
-    def __init__(self, cfg, data: DataRef):
-        from echolite.models.classify import OUTPUT_LAYERS
+    FIGURES = ("confusion",)
 
+    def __init__(self, cfg, data: DataRef, store=None):
         super().__init__(cfg, data)
         self.OUTPUT_LAYERS = OUTPUT_LAYERS[cfg.model.arch]
         self.classes = data.table["classes"]
 
     # --- data ---------------------------------------------------------------------------------
     @classmethod
-    def prepare(cls, cfg, run_dir: Path) -> DataRef:
-        from echolite.data.cifar import (
-            META,
-            TEST_BATCH,
-            TRAIN_BATCHES,
-            batches_dir,
-            read_cifar,
-            stratified_split,
-        )
-        from echolite.data.digits import write_digits
-
+    def prepare(cls, cfg, run_dir: Path, store, splits=("TRAIN", "VAL", "TEST")) -> DataRef:
         dc = cfg.data
         if dc.root:
             root, kind = Path(dc.root), "CIFAR-10-layout dataset"
         else:
-            root = Path(run_dir).parent / DIGITS_FOLDER
-            kind = "built-in sklearn digits in the CIFAR-10 layout"
-            if not (root / "PROVENANCE.json").is_file():
-                log.info("writing the built-in digits data set to %s", root)
-                write_digits(root)
+            entry = store.entry("digits", "digits", {"code": code_digest("phantom"), "what": DIGITS_FOLDER})
+            if not entry.complete:
+                log.info("writing the built-in digits data set to %s", entry.path)
+                with entry.build() as tmp:
+                    write_digits(tmp)
+            root, kind = entry.path, "built-in sklearn digits in the CIFAR-10 layout"
         report = cls.validate(root)
         for problem in report.problems:
             log.error("%s", problem)
@@ -143,25 +102,21 @@ class ClassifyTask(Task):
                  "VAL": (data.train.images[val], data.train.labels[val]),
                  "TEST": (data.test.images, data.test.labels)}
         folder = batches_dir(root)
-        key = digest({"root": str(folder.resolve()), "val": [n_val, dc.val_seed],
+        key = digest({"layout": "CIFAR-10 python", "val": [n_val, dc.val_seed],
                       "files": {n: file_digest(folder / n) for n in (*TRAIN_BATCHES, TEST_BATCH, META)}})
         splits = {s: int(len(table[s][1])) for s in ("TRAIN", "VAL", "TEST")}
         return DataRef(folder, table, key, {"root": str(folder), "kind": kind, "splits": splits,
                                             "classes": len(data.classes)})
 
     @classmethod
-    def validate(cls, root: Path, check_items: bool = True):
-        from echolite.data.cifar import validate
-
-        report = validate(root)
+    def validate(cls, root: Path, check_items: bool = True, splits=("TRAIN", "VAL", "TEST")):
+        report = validate_cifar(root)
         report.unit = "images"
         return report
 
     # --- model --------------------------------------------------------------------------------
     @classmethod
     def build_model(cls, cfg, stats: dict | None = None) -> torch.nn.Module:
-        from echolite.models.classify import build_classifier
-
         stats = stats or {"classes": 10, "pixel_mean": [0.0] * 3, "pixel_std": [1.0] * 3}
         return build_classifier(cfg.model.arch, stats["classes"], stats["pixel_mean"], stats["pixel_std"])
 
@@ -226,16 +181,8 @@ class ClassifyTask(Task):
                              "predicted_name": [self.classes[i] for i in pred], "split": evalset.split})
 
     @classmethod
-    def figures(cls, results: dict, run_dir: Path) -> list[str | None]:
-        from echolite.tasks.figures import plot_confusion
-
-        return [plot_confusion(results, run_dir / "confusion.png")]
-
-    @classmethod
     def report_sections(cls, results: dict) -> list[str]:
         """The tutorial's comparison: accuracy and size per method (then latency, from the main table)."""
-        from echolite.report import MB, ok_rows, size_bytes
-
         lines = ["## Accuracy and size per method", "",
                  "| variant | precision | backend | accuracy (%) | paired Δ (pp) [95% CI] | size (MB) | "
                  "p50 ms @1 | images/s @batch |", "|---|---|---|---|---|---|---|---|"]

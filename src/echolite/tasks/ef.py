@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,67 +17,21 @@ import torch
 from torch.utils.data import DataLoader
 
 from echolite import EcholiteError
-from echolite.cache import bytes_digest, digest
-from echolite.config import EvalConfig
-from echolite.data.echonet import SAMPLINGS, EchoClips, pixel_stats, read_filelist, video_path
+from echolite.data import framecache
+from echolite.data.echonet import SPLITS, EchoClips, pixel_stats, read_filelist, video_path
+from echolite.data.fingerprint import file_digests
+from echolite.data.phantom import synthesize
+from echolite.data.sampler import EpochSampler
+from echolite.data.validate import drop_bad_rows, validate
+from echolite.identity import phantom_inputs
+from echolite.measure.throughput import loader_throughput
 from echolite.metrics.regression import auc_below, mae, r2, rmse
+from echolite.models.ef import EFRegressor, load_pretrained_backbone
+from echolite.settings import EFDataConfig, EFEvalConfig, EFModelConfig
+from echolite.store import bytes_digest, digest
 from echolite.tasks.base import Budget, DataRef, EvalSet, Metric, Task
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EFDataConfig:
-    root: str | None = None  # dataset root; None = generate the phantom below
-    phantom_n: int = 600  # videos in the generated phantom dataset
-    phantom_seed: int = 0
-    phantom_version: int = 2  # 2: anatomy + simulated scanner (default); 1: the first, cartoon phantom
-    n_frames: int = 8  # frames per clip
-    sampling: str = "window"  # window: frames span window_s seconds; spread: the whole video
-    window_s: float = 1.2  # ~one beat at 50 bpm: 8 frames at every phase, no aliasing with HR
-    size: int = 112  # model input height = width
-    shift_px: int = 0  # training augmentation: random translation (pixels)
-    augment: float = 1.0  # training augmentation: appearance strength (data/augment.py), 0 = off
-    num_workers: int = 1  # DataLoader worker processes
-    stats_items: int = 64  # TRAIN videos used to estimate pixel mean/std
-    drop_bad_rows: bool = False  # drop rows that fail validation instead of stopping
-    frame_cache: bool = False  # build the decoded-frame cache if missing (an existing one is always used)
-    cache_dir: str | None = None  # where frame caches live; None = <dataset root>/.echolite-frames
-
-    def __post_init__(self):
-        if self.sampling not in SAMPLINGS:
-            raise EcholiteError(f"data.sampling must be one of {', '.join(SAMPLINGS)}, but got "
-                                f"{self.sampling!r}")
-        if self.phantom_version not in (1, 2):
-            raise EcholiteError(f"data.phantom_version must be 1 or 2, but got {self.phantom_version!r}")
-        if self.augment < 0:
-            raise EcholiteError(f"data.augment must be >= 0 (0 = off), but got {self.augment}")
-        if self.n_frames < 1 or self.size < 16:
-            raise EcholiteError(f"data.n_frames must be >= 1 and data.size >= 16, got "
-                                f"{self.n_frames}, {self.size}")
-
-
-@dataclass
-class EFModelConfig:
-    pooling: str = "meanstd"  # temporal pooling: mean | meanstd (chosen on VAL: see README)
-    channels: str = "grey"  # backbone input: grey (repeated) | motion (frame, deviation, difference)
-    pretrained: str | None = None  # local file: an echolite checkpoint (e.g. phantom-trained) or a
-    #                                torchvision ResNet-18 state dict; None = random init
-
-    def __post_init__(self):
-        from echolite.models.ef import CHANNELS, POOLINGS
-
-        if self.pooling not in POOLINGS:
-            raise EcholiteError(f"model.pooling must be one of {', '.join(POOLINGS)}, but got "
-                                f"{self.pooling!r}")
-        if self.channels not in CHANNELS:
-            raise EcholiteError(f"model.channels must be one of {', '.join(CHANNELS)}, but got "
-                                f"{self.channels!r}")
-
-
-@dataclass
-class EFEvalConfig(EvalConfig):
-    threshold_ef: float = 50.0  # AUC target: EF below this is "reduced"
 
 
 class EFTask(Task):
@@ -93,70 +46,80 @@ class EFTask(Task):
     BUDGET = Budget(0.05, relative=True)  # MAE may grow by 5 % of the FP32 MAE
     EVAL_BATCH = 1  # one video at a time, as at the bedside
     OUTPUT_LAYERS = ("head",)
+    FIGURES = ("agreement",)
     DataConfig, ModelConfig, EvalConfig = EFDataConfig, EFModelConfig, EFEvalConfig
 
-    def __init__(self, cfg, data: DataRef):
-        from echolite.data.framecache import open_cache
-
+    def __init__(self, cfg, data: DataRef, store=None):
         super().__init__(cfg, data)
         self._evalsets: dict = {}
-        self.cache = open_cache(data.root, data.table, data.key, cfg.data.cache_dir, cfg.data.frame_cache)
-        data.description["frames"] = f"frame cache {self.cache.folder}" if self.cache else "AVI decode"
-        train = self.split_rows("TRAIN")["EF"].to_numpy(np.float64)
-        self.ef_mean, self.ef_std = float(train.mean()), float(train.std())
+        self._train_stats: tuple[float, float] | None = None
+        self.cache = None
+        if store is not None:
+            self.cache = framecache.open_cache(store.root / framecache.FOLDER, data.root, data.table,
+                                               data.items, video_path, cfg.data.frame_cache)
+        data.description["frames"] = "frame cache (store)" if self.cache else "AVI decode"
 
     # --- data ---------------------------------------------------------------------------------
     @classmethod
-    def prepare(cls, cfg, run_dir: Path) -> DataRef:
-        """Resolve (generating the phantom if needed) and validate the dataset.
+    def prepare(cls, cfg, run_dir: Path, store, splits=SPLITS) -> DataRef:
+        """Resolve (generating the phantom into the store if needed) and validate the dataset;
+        ``splits`` are the ones the job needs (evaluation needs only its own).
 
         Raises:
             EcholiteError: validation failed (each problem is logged first).
         """
-        from echolite.data.phantom import synthesize
-        from echolite.data.validate import drop_bad_rows
-
         dc = cfg.data
         if dc.root:
             root, kind = Path(dc.root), "EchoNet-layout dataset"
         else:
-            root, kind = phantom_root(cfg, run_dir), f"echolite phantom v{dc.phantom_version}"
-            if not (root / "FileList.csv").is_file():
-                t0 = time.perf_counter()
-                log.info("generating %d phantom v%d videos in %s", dc.phantom_n, dc.phantom_version, root)
-                synthesize(root, dc.phantom_n, dc.phantom_seed, dc.size, workers=2,
-                           version=dc.phantom_version)
-                log.info("phantom written in %.0f s", time.perf_counter() - t0)
-        report = cls.validate(root)
+            root, kind = cls._phantom(cfg, store), f"echolite phantom v{dc.phantom_version}"
+        report = cls.validate(root, splits=splits)
         for problem in report.problems:
             log.error("%s", problem)
         if report.ok:
             table = read_filelist(root)
         elif dc.drop_bad_rows and not report.fatal:
-            table = drop_bad_rows(report, run_dir / "dropped_rows.csv")
-            log.warning("%s; dropped them (list in %s)", report.summary(), run_dir / "dropped_rows.csv")
-            empty = [s for s in ("TRAIN", "VAL", "TEST") if not (table["Split"] == s).any()]
+            dropped = Path(run_dir) / "dropped_rows.csv"
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+            table = drop_bad_rows(report, dropped)
+            log.warning("%s; dropped them (list in %s)", report.summary(), dropped)
+            empty = [s for s in splits if not (table["Split"] == s).any()]
             if empty:
                 raise EcholiteError(f"{root}: no {'/'.join(empty)} rows left after dropping bad rows")
         else:
             raise EcholiteError(report.summary() + " (see above; data.drop_bad_rows=true skips bad rows)")
-        stamps = [_stamp(video_path(root, n)) for n in table["FileName"]]  # a re-encoded video: new key
-        key = digest({"root": str(root.resolve()), "clips": "uint8 grey (T, 1, H, W)",
-                      "table": bytes_digest([table.to_csv(index=False).encode()]),
-                      "videos": digest(stamps)})
-        splits = {s: int((table["Split"] == s).sum()) for s in ("TRAIN", "VAL", "TEST")}
-        return DataRef(root, table, key, {"root": str(root), "kind": kind, "splits": splits})
+        names = table["FileName"].tolist()
+        contents = file_digests([video_path(root, n) for n in names], store.root if store else None)
+        items = dict(zip(names, contents))
+        key = digest({"layout": "EchoNet-Dynamic", "clips": "uint8 grey (T, 1, H, W)",
+                      "table": bytes_digest([table.to_csv(index=False).encode()]), "videos": items})
+        counts = {s: int((table["Split"] == s).sum()) for s in SPLITS}
+        return DataRef(root, table, key, {"root": str(root), "kind": kind, "splits": counts}, items)
 
     @classmethod
-    def validate(cls, root: Path, check_items: bool = True):
-        from echolite.data.validate import validate
+    def _phantom(cls, cfg, store) -> Path:
+        """The built-in phantom of this config: an entry of the store (keyed by what draws it)."""
+        dc = cfg.data
+        entry = store.entry("phantom", "phantom", phantom_inputs(dc.phantom_version, dc.phantom_n,
+                                                                 dc.phantom_seed, dc.size))
+        if not entry.complete:
+            t0 = time.perf_counter()
+            log.info("generating %d phantom v%d videos in %s (%s)", dc.phantom_n, dc.phantom_version,
+                     entry.path, entry.describe_miss())
+            entry.open_in_place()  # resumable: videos already written are kept
+            synthesize(entry.path, dc.phantom_n, dc.phantom_seed, dc.size, workers=2, version=dc.phantom_version)
+            entry.mark_complete()
+            log.info("phantom written in %.0f s", time.perf_counter() - t0)
+        return entry.path
 
-        return validate(root, check_videos=check_items)
+    @classmethod
+    def validate(cls, root: Path, check_items: bool = True, splits=SPLITS):
+        return validate(root, check_videos=check_items, splits=splits)
 
     def split_rows(self, split: str) -> pd.DataFrame:
         rows = self.data.table[self.data.table["Split"] == split]
         if rows.empty:
-            raise EcholiteError(f"the dataset has no {split} videos (FileList.csv column Split)")
+            raise EcholiteError(f"{self.data.root}: the dataset has no {split} videos (FileList.csv column Split)")
         return rows
 
     def _clips(self, rows: pd.DataFrame, train: bool) -> EchoClips:
@@ -164,11 +127,17 @@ class EFTask(Task):
         return EchoClips(self.data.root, rows, d.n_frames, d.size, d.shift_px if train else 0,
                          d.sampling, d.window_s, self.cache, d.augment if train else 0.0)
 
+    @property
+    def ef_stats(self) -> tuple[float, float]:
+        """Mean and standard deviation of TRAIN's EF (only training needs them)."""
+        if self._train_stats is None:
+            train = self.split_rows("TRAIN")["EF"].to_numpy(np.float64)
+            self._train_stats = float(train.mean()), float(train.std())
+        return self._train_stats
+
     # --- model --------------------------------------------------------------------------------
     @classmethod
     def build_model(cls, cfg, stats: dict | None = None) -> torch.nn.Module:
-        from echolite.models.ef import EFRegressor
-
         stats = stats or {"pixel_mean": [0.0] * 3, "pixel_std": [1.0] * 3, "ef_mean": 0.0, "ef_std": 1.0}
         return EFRegressor(cfg.model.pooling, stats["pixel_mean"], stats["pixel_std"],
                            stats["ef_mean"], stats["ef_std"], cfg.model.channels)
@@ -184,11 +153,10 @@ class EFTask(Task):
     def init_stats(self) -> dict:
         mean, std = pixel_stats(self._clips(self.split_rows("TRAIN"), train=False),
                                 self.cfg.data.stats_items, self.cfg.train.seed)
-        return {"pixel_mean": mean, "pixel_std": std, "ef_mean": self.ef_mean, "ef_std": self.ef_std}
+        ef_mean, ef_std = self.ef_stats
+        return {"pixel_mean": mean, "pixel_std": std, "ef_mean": ef_mean, "ef_std": ef_std}
 
     def load_pretrained(self, model: torch.nn.Module, path: str) -> str:
-        from echolite.models.ef import load_pretrained_backbone
-
         return load_pretrained_backbone(model, path)
 
     # --- training -----------------------------------------------------------------------------
@@ -197,11 +165,12 @@ class EFTask(Task):
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean squared error in units of the TRAIN EF standard deviation."""
-        return (((output - target) / self.ef_std) ** 2).mean()
+        return (((output - target) / self.ef_stats[1]) ** 2).mean()
 
     # --- compression and evaluation -----------------------------------------------------------
     def example_input(self) -> torch.Tensor:
-        clip, _ = self._clips(self.split_rows("TEST").iloc[:1], train=False)[0]
+        rows = self.data.table[self.data.table["Split"] == self.cfg.eval.split]
+        clip, _ = self._clips((rows if len(rows) else self.data.table).iloc[:1], train=False)[0]
         return clip.unsqueeze(0).float()  # (1, T, 1, H, W)
 
     def calibration_inputs(self, n: int, split: str) -> list[torch.Tensor]:
@@ -231,7 +200,10 @@ class EFTask(Task):
         return {"mae": mae, "rmse": rmse, "r2": r2, "auc": auc_below(self.cfg.eval.threshold_ef)}
 
     def extra_metrics(self, targets: np.ndarray, pred: np.ndarray) -> dict:
-        return {"mae_predict_train_mean": mae(targets, np.full_like(targets, self.ef_mean))}
+        extra = {"bias": float(np.mean(pred - targets))}
+        if (self.data.table["Split"] == "TRAIN").any():
+            extra["mae_predict_train_mean"] = mae(targets, np.full_like(targets, self.ef_stats[0]))
+        return extra
 
     def compare(self, pred: np.ndarray, ref_pred: np.ndarray) -> dict:
         return {"max_abs_diff": float(np.max(np.abs(pred - ref_pred))), "unit": "EF points"}
@@ -247,20 +219,51 @@ class EFTask(Task):
                 m["label"] = f"AUC(EF<{self.cfg.eval.threshold_ef:g})"
         return spec
 
-    @classmethod
-    def figures(cls, results: dict, run_dir: Path) -> list[str | None]:
-        from echolite.tasks.figures import plot_agreement
 
-        return [plot_agreement(results, run_dir / "agreement.png")]
+# --- data tools (echolite cache, echolite bench-data) ------------------------------------------------
+def frame_cache_tool(cfg, store, rebuild: bool, verify: bool, workers: int) -> tuple[list[str], bool]:
+    """Build (or check) the frame cache of ``cfg.data.root`` in ``store``; returns the lines to
+    print and whether every check passed (``echolite cache``)."""
+    data = EFTask.prepare(cfg, Path(cfg.data.root), store)
+    folder = store.root / framecache.FOLDER
+    todo = list(data.items) if rebuild else framecache.missing(folder, data.items)
+    lines = [f"frame cache at {folder}: {len(data.items) - len(todo)} of {len(data.items)} videos cached"]
+    if todo:
+        counts = dict(zip(data.table["FileName"], data.table["NumberOfFrames"].astype(int)))
+        framecache.build(folder, data.root, data.items, todo, counts, video_path, workers)
+        lines.append(f"decoded {len(todo)} video(s)")
+    ok = True
+    if verify:
+        bad = framecache.verify(folder, data.items)
+        ok = not bad
+        lines.append(f"verified every video's frames against its sha1: {len(bad)} differ"
+                     + (f" ({bad[:3]})" if bad else ""))
+    return lines, ok
 
 
-def _stamp(path: Path) -> list[int]:
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns]
-
-
-def phantom_root(cfg, run_dir: Path) -> Path:
-    """Where the generated phantom of this config lives: shared by runs under the same parent."""
-    d = cfg.data
-    suffix = f"-v{d.phantom_version}" if d.phantom_version > 1 else ""
-    return Path(run_dir).parent / f"phantom-n{d.phantom_n}-s{d.phantom_seed}-{d.size}px{suffix}"
+def bench_data(cfg, store, split: str, workers: int, batch_size: int, n_frames: int, size: int,
+               sampling: str) -> list[str]:
+    """Clip loader throughput on a dataset split, decoding AVI and from the frame cache, for
+    1..``workers`` loader processes (``echolite bench-data``)."""
+    out = Path(cfg.data.root)
+    data = EFTask.prepare(cfg, out, store, splits=(split,))
+    table = data.table[data.table["Split"] == split]
+    names = table["FileName"].tolist()
+    contents = {n: data.items[n] for n in names}
+    folder = store.root / framecache.FOLDER
+    sources = [("AVI decode", None)]
+    lines = []
+    if not framecache.missing(folder, contents):
+        sources.append(("frame cache", framecache.FrameCache(folder, contents)))
+    else:
+        lines.append(f"frame cache at {folder}: incomplete (build it with `echolite cache --data {out}`)")
+    for label, cache in sources:
+        ds = EchoClips(data.root, table, n_frames, size, 0, sampling, 1.2, cache)
+        for w in range(1, workers + 1):
+            for mode in ("train", "eval"):
+                sampler = EpochSampler(len(ds), 0) if mode == "train" else None
+                loader = DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=w)
+                r = loader_throughput(loader)
+                lines.append(f"{label:11s} {mode:5s} sampling ({sampling}): {r['items_per_s']:7.1f} clips/s "
+                             f"({n_frames} frames, {r['items']} clips, batch {batch_size}, {w} worker(s))")
+    return lines

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from echolite.data.phantom import heart as hm
+import echolite.data.phantom.heart as hm
 
 BEAMS, SAMPLES = 96, 128  # beam grid (angles x depth samples)
 RASTER_CM = 0.1  # material raster resolution

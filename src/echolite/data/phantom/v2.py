@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from echolite.data.phantom import heart as hm
-from echolite.data.phantom import scanner
+import echolite.data.phantom.heart as hm
+import echolite.data.phantom.scanner as scanner
 
 PHANTOM_VERSION = 2
 HEART_RATE_BPM = (48.0, 110.0)

@@ -44,7 +44,7 @@ def test_pretrained_loads_local_state_dict(tmp_path):
     with pytest.raises(EcholiteError, match="file not found"):
         load_pretrained_backbone(model, tmp_path / "nope.pth")
     torch.save({"foo": torch.zeros(1)}, tmp_path / "bad.pth")
-    with pytest.raises(EcholiteError, match="not a torchvision resnet18"):
+    with pytest.raises(EcholiteError, match="nor a torchvision resnet18"):
         load_pretrained_backbone(model, tmp_path / "bad.pth")
 
 

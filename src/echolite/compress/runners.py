@@ -1,8 +1,9 @@
 """Open a stage's files as something that runs: the one path from artifact to prediction.
 
-The measuring loop and ``echolite bench`` both run every variant through :func:`open_runner`,
-from the files on disk, never from objects left in memory by the build: what is measured is
-what would be deployed.
+The measuring loop, ``echolite bench`` and the steps that score a candidate (the fallback search)
+all run every artifact through this module, from the files on disk, never from objects left in
+memory by the build: what is measured is what would be deployed. It is also the one place that
+maps a runtime name to its backend.
 """
 
 from __future__ import annotations
@@ -13,12 +14,29 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch._dynamo.utils import counters
 
+from echolite.compress.backends.onnxruntime import ORT, ort_details, runner, runtime_ops, session
+from echolite.compress.backends.openvino import OPENVINO, openvino_details, openvino_runner
+from echolite.compress.backends.pt2e import EAGER, INDUCTOR, compile_for_cpu, load_program
 from echolite.compress.base import CompressionError, Stage
-from echolite.compress.onnxrt import OPENVINO, ORT, onnx_runner, runtime_ops
-from echolite.compress.pt2e import EAGER, INDUCTOR, compile_for_cpu, load_program
 
 INT8_MATMULS = ("aten._int_mm.default", "torchao.int_scaled_matmul.default")
+RUNTIMES = {"onnxruntime": ORT, "openvino": OPENVINO}  # what runs an .onnx file, by its step name
+
+
+def onnx_runner(path: Path, runtime: str, threads: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``fn(x) -> y`` for an .onnx file on ONNX Runtime or OpenVINO."""
+    if runtime == OPENVINO:
+        return openvino_runner(path, threads)[0]
+    return runner(session(path, threads))
+
+
+def runtime_details(path: Path, runtime: str, threads: int, example_shape) -> dict:
+    """What the runtime really runs for ``path``: int8 and float convolutions after its fusions."""
+    if runtime == OPENVINO:
+        return {"runtime": runtime, **openvino_details(path, threads, example_shape)}
+    return {"runtime": runtime, **ort_details(path, threads)}
 
 
 @dataclass
@@ -92,8 +110,6 @@ def open_runner(stage: Stage, model_factory: Callable[[], nn.Module] | None, thr
             facts["int8_matmuls"] = sum(t in INT8_MATMULS for t in targets)
         return Runner(eager, lambda: dict(facts))
     if stage.runtime == INDUCTOR:
-        from torch._dynamo.utils import counters
-
         counters.clear()  # the int8 lowering passes count their matches here
         run = compile_for_cpu(module)
         first: dict = {}

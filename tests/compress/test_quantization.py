@@ -16,7 +16,7 @@ from echolite.compress import (
     apply,
 )
 from echolite.compress.base import save_weights
-from echolite.compress.runtimes import open_runner
+from echolite.compress.runners import open_runner
 from echolite.measure.size import file_bytes, state_dict_bytes
 from echolite.models.ef import EFRegressor
 
@@ -104,6 +104,7 @@ def test_wrong_calibration_shape_fails_loudly(model, tmp_path):
         compress(model, StaticPTQConfig(), ctx(tmp_path, calib=bad))
 
 
+@pytest.mark.slow
 def test_qat_converts_to_the_same_artifact_as_ptq(model, tmp_path):
     steps = []
 
@@ -153,6 +154,7 @@ def test_openvino_runs_the_same_qdq_file_in_int8(model, tmp_path):
     assert (a - b).abs().max().item() < 0.5  # one QDQ model, two runtimes (EF points)
 
 
+@pytest.mark.slow
 def test_pt2e_program_exported_to_onnx_is_labelled_mixed_precision(model, tmp_path):
     """The PT2E int8 graph in ORT keeps the convs feeding residual adds in float: say how many."""
     c = ctx(tmp_path / "ptq")
@@ -182,7 +184,7 @@ def test_engine_is_task_agnostic(tmp_path):
 LOAD_AND_RUN = """
 import sys, torch
 from torch._dynamo.utils import counters
-from echolite.compress.pt2e import compile_for_cpu, load_program
+from echolite.compress.backends.pt2e import compile_for_cpu, load_program
 module = load_program(sys.argv[1])
 run = compile_for_cpu(module)
 print(tuple(run(torch.rand(1, 8, 3, 64, 64) * 255).shape),
@@ -191,6 +193,7 @@ print(tuple(run(torch.rand(1, 8, 3, 64, 64) * 255).shape),
 """
 
 
+@pytest.mark.slow
 def test_saved_int8_program_runs_int8_kernels_in_a_fresh_process(model, tmp_path):
     """The .pt2 artifact, loaded where no quantizer was ever imported, lowers to int8 kernels."""
     import subprocess

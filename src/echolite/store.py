@@ -1,26 +1,22 @@
-"""What every cached thing was made from, and the one place that decides whether to reuse it.
+"""The keyed store: the one place that decides whether something built before is reused.
 
-Runs keep everything they may reuse in a store, ``<runs>/store/<kind>-<key>/`` (shared by the
-run folders under one parent), where ``key`` is a digest of the *inputs* the entry was made from
-(weights digest, data digest, step configs, package versions, ...). A different input gives a
-different key, so nothing stale can be picked up and nothing another build made is overwritten;
-two runs with the same inputs share one build. When an entry is built because no entry with
-its key exists, the log says which inputs differ from the most recent entry of the same name.
+Runs keep everything they may reuse in a store, ``<runs>/store/<kind>-<key>/`` (shared by the run
+folders under one parent), where ``key`` is a digest of the *inputs* the entry was made from (what
+:mod:`echolite.identity` says each kind is made from). A different input gives a different key, so
+nothing stale can be picked up and nothing another build made is overwritten; two runs with the
+same inputs share one build. When an entry is built because no entry with its key exists, the log
+says which inputs differ from the most recent entry of the same label (:func:`describe_changes`).
 
 Entries appear atomically: a build writes into a temporary folder that is renamed into place
 only once complete, so an interrupted build leaves nothing that looks finished. (A baseline
 training is the exception: it checkpoints inside its folder and resumes; see ``Entry.path``.)
-
-Keys include the versions of the packages an entry was made with and a digest of echolite's own
-source that makes it (:func:`code_digest`): editing the training or compression code rebuilds
-what it made; editing the report, the CLI or a figure does not.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
+import io
 import json
 import logging
 import os
@@ -28,47 +24,15 @@ import shutil
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+import torch
 
 log = logging.getLogger(__name__)
 
 INPUTS = "inputs.json"
 COMPLETE = "COMPLETE"
-VERSIONED = ("echolite", "torch", "torchvision", "torchao", "onnx", "onnxscript", "onnxruntime",
-             "openvino", "torch-pruning")
-
-
-# echolite's source files that make models and artifacts, per kind of entry (paths relative to
-# the package; a folder means every .py file in it)
-BUILD_SOURCES = {
-    "baseline": ("train.py", "runtime.py", "data", "models", "metrics", "tasks"),
-}
-NOT_BUILD_SOURCES = ("tasks/figures.py",)  # drawing only: changing it rebuilds nothing
-BUILD_SOURCES["stages"] = (*BUILD_SOURCES["baseline"], "compress", "benchmark.py")
-BASELINE_PACKAGES = ("echolite", "torch", "torchvision", "numpy", "opencv-python-headless")
-
-
-@functools.cache
-def code_digest(kind: str) -> str:
-    """Digest of the source files that make entries of ``kind`` (``baseline`` or ``stages``)."""
-    root = Path(__file__).parent
-    files = sorted({f for part in BUILD_SOURCES[kind]
-                    for f in ((root / part).rglob("*.py") if (root / part).is_dir() else [root / part])
-                    if f.relative_to(root).as_posix() not in NOT_BUILD_SOURCES})
-    return bytes_digest(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() for f in files)
-
-
-def package_versions(names=VERSIONED) -> dict:
-    out = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 def canonical(obj) -> str:
@@ -103,8 +67,6 @@ def tensors_digest(named) -> str:
     Args:
         named: a mapping name -> tensor, or an iterable of tensors (named by position).
     """
-    import torch
-
     items = named.items() if isinstance(named, Mapping) else enumerate(named)
 
     def chunks():
@@ -112,8 +74,6 @@ def tensors_digest(named) -> str:
             if isinstance(t, torch.Tensor):
                 t = t.detach().cpu()
                 if t.is_quantized or type(t) is not torch.Tensor:  # quantized / subclass tensors
-                    import io
-
                     buffer = io.BytesIO()
                     torch.save(t, buffer)
                     yield f"{name}:{type(t).__name__}:".encode()
@@ -152,7 +112,7 @@ class Entry:
         latest = self.store.latest(self.kind, self.label, exclude=self.key)
         if latest is None:
             return "nothing built before"
-        changed = _diff(latest, self.inputs)
+        changed = describe_changes(latest, self.inputs)
         return "changed: " + "; ".join(changed[:6]) + (" ..." if len(changed) > 6 else "") \
             if changed else "previous build incomplete"
 
@@ -217,12 +177,13 @@ class Store:
         return best
 
 
-def _diff(old, new, prefix: str = "") -> list[str]:
-    """Dotted paths whose values differ between two JSON-like objects, with short values."""
+def describe_changes(old, new, prefix: str = "") -> list[str]:
+    """``path old -> new`` for every dotted path whose value differs between two JSON-like objects
+    (what made a key change: "data.phantom_seed 0 -> 7")."""
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         for k in sorted(set(old) | set(new)):
-            out += _diff(old.get(k), new.get(k), f"{prefix}{k}.")
+            out += describe_changes(old.get(k), new.get(k), f"{prefix}{k}.")
         return out
     if old == new:
         return []

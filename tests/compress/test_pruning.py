@@ -7,7 +7,6 @@ import pytest
 import torch
 from torch import nn
 
-from echolite.cache import Store
 from echolite.compress import (
     FineTuneConfig,
     OnnxRuntimeConfig,
@@ -18,11 +17,13 @@ from echolite.compress import (
     UnstructuredPruneConfig,
     apply,
 )
+from echolite.compress.backends.pruning import sparsity
 from echolite.compress.base import Context, save_weights
-from echolite.compress.prune import macs_and_params, sparsity
 from echolite.compress.recipes import Recipe, build, reference_stage
-from echolite.compress.runtimes import load_module, open_runner
+from echolite.compress.runners import load_module, open_runner
+from echolite.measure.complexity import macs_and_params
 from echolite.models.ef import EFRegressor
+from echolite.store import Store
 
 SIZE = 64
 
@@ -192,6 +193,7 @@ def sparsity_share(model):
     return (total - model.head.weight.numel()) / total
 
 
+@pytest.mark.slow
 def test_qat_started_from_ptq_ranges_converts_to_the_ptq_ranges(model, tmp_path):
     """Before any training, QAT (init=ptq) quantizes activations exactly as min-max static PTQ does."""
     ptq = prune(model, StaticPTQConfig(observer="minmax"), tmp_path / "ptq")

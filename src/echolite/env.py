@@ -1,22 +1,39 @@
-"""Where a run executes: device, precision, seeds, atomic files and the provenance of a run."""
+"""Where a run executes: device, processes, threads, precision, seeds, atomic files, installed
+packages and the provenance of a run (nothing here knows a task, a model or a config)."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import platform
 import random
 import subprocess
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from echolite import EcholiteError
 
+# the packages whose versions every run records and every store key includes (one list)
 PACKAGES = ("echolite", "torch", "torchvision", "torchao", "onnx", "onnxscript", "onnxruntime",
             "openvino", "torch-pruning", "numpy", "opencv-python-headless", "pandas", "scikit-learn")
+
+
+@functools.cache
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict:
+    """Installed versions of ``names`` (None where not installed)."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -29,8 +46,6 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def dist_info() -> tuple[int, int, int]:
     """(rank, world size, local rank) while a process group is up; (0, 1, 0) otherwise."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
     return 0, 1, 0
@@ -42,8 +57,6 @@ def init_distributed(device: torch.device) -> torch.device:
     world, local = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
     if world == 1:
         return device
-    import torch.distributed as dist
-
     if device.type == "cuda":
         torch.cuda.set_device(local)
         device = torch.device("cuda", local)
@@ -52,16 +65,38 @@ def init_distributed(device: torch.device) -> torch.device:
     return device
 
 
-def barrier() -> None:
-    import torch.distributed as dist
+def dist_backend() -> str | None:
+    """The process group's backend (nccl, gloo) while one is up, else None."""
+    return dist.get_backend() if dist.is_available() and dist.is_initialized() else None
 
+
+def broadcast(obj):
+    """Process 0's ``obj`` on every process (``obj`` itself outside a process group): ranks that
+    do not share a file system still agree on what process 0 read."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+@contextlib.contextmanager
+def pinned_threads(n: int):
+    """Run the block on ``n`` intra-op threads (timing), then give the caller's count back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
 
 
 def end_distributed() -> None:
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -170,9 +205,7 @@ def git_commit() -> str | None:
 
 def environment() -> dict:
     """Package versions, git commit, CPU and thread settings: stored with every run."""
-    from echolite.cache import package_versions
-
-    versions = package_versions(PACKAGES)
+    versions = package_versions()
     flags = cpu_flags()
     return {
         "python": platform.python_version(),

@@ -1,29 +1,26 @@
 import pytest
 import torch
 
-from echolite import runtime
-from echolite.runtime import resolve_amp
+from echolite import env, pipeline
+from echolite.config import apply_overrides, load_config
+from echolite.env import resolve_amp
+from echolite.store import Store
 
 CPU = torch.device("cpu")
 
 
 def test_the_precision_probe_is_timed_once_and_kept_in_the_store(monkeypatch, tmp_path):
-    from echolite.cache import Store
-    from echolite.config import apply_overrides, load_config
-    from echolite.measure import training
-    from echolite.train import training_precision
-
     calls = []
-    monkeypatch.setattr(runtime, "cpu_flags", lambda: ["avx512_bf16"])
-    monkeypatch.setattr(training, "training_step_seconds",
-                        lambda cfg, device: calls.append(1) or {"fp32": 2.0, "bf16": 1.0})
+    monkeypatch.setattr(env, "cpu_flags", lambda: ["avx512_bf16"])
+    monkeypatch.setattr(pipeline, "training_step_seconds",
+                        lambda factory, shape, device: calls.append(1) or {"fp32": 2.0, "bf16": 1.0})
     cfg = apply_overrides(load_config("smoke"), ["train.amp=auto"])
     store = Store(tmp_path)
-    first = training_precision(cfg, CPU, store)
-    second = training_precision(cfg, CPU, store)
+    first = pipeline.training_precision(cfg, CPU, store)
+    second = pipeline.training_precision(cfg, CPU, store)
     assert first == second and first[0] == torch.bfloat16 and len(calls) == 1
     other = apply_overrides(load_config("smoke"), ["train.amp=auto", "train.batch_size=8"])
-    training_precision(other, CPU, store)
+    pipeline.training_precision(other, CPU, store)
     assert len(calls) == 2  # another batch: timed again
 
 
@@ -39,7 +36,7 @@ def test_the_precision_probe_is_timed_once_and_kept_in_the_store(monkeypatch, tm
 def test_cpu_training_precision_is_decided_by_measurement(monkeypatch, flags, requested, seconds, dtype,
                                                          note):
     calls = []
-    monkeypatch.setattr(runtime, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(env, "cpu_flags", lambda: flags)
     got, text = resolve_amp(CPU, requested, probe=lambda: calls.append(1) or seconds)
     assert got == dtype and note in text
     assert len(calls) == (1 if seconds else 0)  # timed only when the flags cannot decide

@@ -119,6 +119,7 @@ def test_digits_are_real_data_in_the_official_layout(tmp_path):
     assert "load_digits" in provenance["source"] and provenance["images"] == 1797
 
 
+@pytest.mark.slow
 def test_classification_run_end_to_end_through_the_cli(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", "--task", "cifar10", "--config", "smoke", "--out", str(out),

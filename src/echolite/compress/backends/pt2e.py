@@ -1,149 +1,35 @@
-"""INT8 quantization through PyTorch 2 export (torchao PT2E), lowered with torch.compile.
+"""PyTorch 2 export (torchao PT2E) as a backend: export, quantizer configs and observers, what got
+quantized, and lowering to oneDNN int8 kernels with torch.compile.
 
 Static PTQ:  export -> prepare_pt2e(X86InductorQuantizer) -> calibrate -> convert_pt2e
-QAT:         export -> prepare_qat_pt2e -> fine-tune (task callback) -> convert_pt2e
+QAT:         export -> prepare_qat_pt2e -> fine-tune (the task's loop) -> convert_pt2e
 Both give the same artifact: a Q/DQ ATen graph (int8 weights, uint8 activations) that
-``torch.compile`` with ``freezing`` lowers to oneDNN int8 kernels (VNNI on this x86 CPU), and
-that the ONNX exporter writes as a QDQ model for ONNX Runtime.
+``torch.compile`` with ``freezing`` lowers to oneDNN int8 kernels, and that the ONNX exporter
+writes as a QDQ model.
 
-Dynamic PTQ: torchao ``quantize_`` with int8 dynamic activations and int8 weights on nn.Linear.
+torchao is imported where it is used: a heavy optional dependency, loaded only by the steps that
+quantize (and by whoever opens a saved int8 program).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import operator
-import time
 from collections import Counter
-from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
+import torch._inductor.config as inductor_config
 from torch import nn
 
-from echolite.compress.base import (
-    FLOAT,
-    QUANTIZED,
-    RUNTIME,
-    CompressionError,
-    Context,
-    Stage,
-    StepConfig,
-    kept_epoch,
-    link_or_copy,
-    register,
-)
+from echolite.compress.base import CompressionError, Context, Stage
+from echolite.env import package_versions
 
 log = logging.getLogger(__name__)
 aten = torch.ops.aten
 qd = "quantized_decomposed"
 
 OBSERVERS = ("minmax", "histogram", "percentile")
-ENGINES = ("x86",)  # X86InductorQuantizer (oneDNN, VNNI/AMX); ARM would need an XNNPACK quantizer
 EAGER, INDUCTOR = "pytorch-eager", "torch.compile-inductor"
-
-
-@dataclass(frozen=True)
-class CompileConfig(StepConfig):
-    """Run the float module through torch.compile (Inductor, weight freezing, one whole graph)."""
-
-    key: ClassVar[str] = "compile"
-    method: ClassVar[str] = "compile"
-    family: ClassVar[str] = "runtime"
-    consumes: ClassVar[str] = FLOAT
-    produces: ClassVar[str] = RUNTIME
-    uses_data: ClassVar[bool] = False
-
-
-@dataclass(frozen=True)
-class DynamicPTQConfig(StepConfig):
-    """Weights int8, activations quantized at run time (torchao), on nn.Linear layers only."""
-
-    key: ClassVar[str] = "dynamic_ptq"
-    method: ClassVar[str] = "dynamic-ptq"
-    family: ClassVar[str] = "quantization"
-    consumes: ClassVar[str] = FLOAT
-    produces: ClassVar[str] = QUANTIZED
-    uses_data: ClassVar[bool] = False
-
-
-@dataclass(frozen=True)
-class StaticPTQConfig(StepConfig):
-    """Static INT8 of the whole network (convs, residual adds, linear) via PT2E.
-
-    Attributes:
-        observer: activation range estimator: minmax, histogram (MSE-optimal, the x86 default)
-            or percentile (cuts off the top/bottom ``100 - percentile`` %).
-        per_channel: per-output-channel weight scales (else one per tensor).
-        keep_fp32: module names (e.g. ``backbone.conv1``) left in floating point.
-        engine: quantizer/kernel family; ``x86`` (oneDNN).
-    """
-
-    key: ClassVar[str] = "static_ptq"
-    method: ClassVar[str] = "static-ptq"
-    family: ClassVar[str] = "quantization"
-    consumes: ClassVar[str] = FLOAT
-    produces: ClassVar[str] = QUANTIZED
-
-    observer: str = "percentile"  # chosen on VAL (README: how the defaults were chosen)
-    per_channel: bool = True
-    percentile: float = 99.99
-    keep_fp32: tuple[str, ...] = ()
-    engine: str = "x86"
-
-    def __post_init__(self):
-        if self.observer not in OBSERVERS:
-            raise ValueError(f"observer must be one of {OBSERVERS}, but got {self.observer!r}")
-        if self.engine not in ENGINES:
-            raise ValueError(f"engine must be one of {ENGINES}, but got {self.engine!r}")
-        if not 50.0 < self.percentile <= 100.0:
-            raise ValueError(f"percentile must be in (50, 100], but got {self.percentile}")
-        if isinstance(self.keep_fp32, str):
-            raise ValueError(f"keep_fp32 must be a list of module names, but got {self.keep_fp32!r}")
-        object.__setattr__(self, "keep_fp32", tuple(self.keep_fp32))
-
-
-@dataclass(frozen=True)
-class QATConfig(StepConfig):
-    """Fake-quant fine-tuning, then conversion to the same artifact as static PTQ.
-
-    Started from the PTQ-calibrated ranges (``init=ptq``), QAT begins where min-max static PTQ
-    ends (not the percentile default of ``static_ptq``): min-max observers run over the same
-    calibration batches with fake quantization off.
-    The activation ranges then stay fixed, weight ranges follow the weights (per channel), and
-    BatchNorm trains on batch statistics unless ``freeze_bn`` (VAL chose training). With
-    ``keep_best`` the VAL score of every epoch, the PTQ-initialised start (epoch 0) included,
-    decides which weights are converted.
-
-    Attributes:
-        init: ptq (as above) | fresh (the x86 default: moving-average observers from scratch,
-            ranges updating during the first epoch).
-        freeze_bn: BatchNorm on its running statistics from the first step (else batch statistics
-            while training).
-    """
-
-    key: ClassVar[str] = "qat"
-    method: ClassVar[str] = "qat"
-    family: ClassVar[str] = "quantization"
-    consumes: ClassVar[str] = FLOAT
-    produces: ClassVar[str] = QUANTIZED
-
-    epochs: int = 1
-    lr: float = 1e-5
-    max_items: int = 0  # TRAIN items per epoch; 0 = all
-    init: str = "ptq"
-    freeze_bn: bool = False  # chosen on VAL (README: how the defaults were chosen)
-    keep_best: bool = True
-    engine: str = "x86"
-
-    def __post_init__(self):
-        if self.epochs < 1 or self.lr <= 0 or self.max_items < 0:
-            raise ValueError(f"QAT needs epochs >= 1, lr > 0, max_items >= 0, got {self}")
-        if self.engine not in ENGINES:
-            raise ValueError(f"engine must be one of {ENGINES}, but got {self.engine!r}")
-        if self.init not in ("ptq", "fresh"):
-            raise ValueError(f"init must be ptq or fresh, but got {self.init!r}")
 
 
 # --- torch.export metadata repair -----------------------------------------------------------
@@ -244,14 +130,14 @@ def quantization_config(observer: str = "histogram", per_channel: bool = True,
     return QuantizationConfig(act, act, weight, None, False)
 
 
-def _quantizer(config, keep_fp32=()):
+def quantizer(config, keep_fp32=()):
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer
 
-    quantizer = X86InductorQuantizer()
-    quantizer.set_global(config)
+    q = X86InductorQuantizer()
+    q.set_global(config)
     for name in keep_fp32:
-        quantizer.set_module_name_qconfig(name, None)
-    return quantizer
+        q.set_module_name_qconfig(name, None)
+    return q
 
 
 # --- inspection ---------------------------------------------------------------------------------
@@ -286,7 +172,7 @@ def count_quantized_ops(gm: torch.fx.GraphModule) -> dict:
     return dict(counts)
 
 
-def _drop_unused_attributes(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+def drop_unused_attributes(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     """Remove float weights that conversion replaced by int8 constants (they would bloat files)."""
     gm.graph.eliminate_dead_code()
     used = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
@@ -326,8 +212,6 @@ def compile_for_cpu(module: nn.Module):
     Compilation happens inside the first call, so a latency measurement reports it as the
     first-call time, apart from the steady-state latency.
     """
-    import torch._inductor.config as inductor_config
-
     register_x86_lowering()
     compiled = torch.compile(module, fullgraph=True)  # a graph break is an error, not a slow path
 
@@ -338,16 +222,15 @@ def compile_for_cpu(module: nn.Module):
     return run
 
 
-def _versions() -> dict:
-    from echolite.cache import package_versions
+def torch_versions() -> dict:
+    versions = package_versions()
+    return {k: versions[k] for k in ("torch", "torchao")}
 
-    return package_versions(("torch", "torchao"))
 
-
-def _finish_int8(stage: Stage, converted, cfg, ctx: Context, details: dict) -> Stage:
-    converted = _drop_unused_attributes(converted)
+def finish_int8(stage: Stage, converted, cfg, ctx: Context, details: dict) -> Stage:
+    converted = drop_unused_attributes(converted)
     counts = count_quantized_ops(converted)
-    details = {**details, "quantized_ops": counts, "versions": _versions()}
+    details = {**details, "quantized_ops": counts, "versions": torch_versions()}
     if counts.get("conv_int8", 0) == 0 and counts.get("linear_int8", 0) == 0:
         raise CompressionError(f"{cfg.key}: nothing was quantized ({counts}); the quantizer "
                                "annotated nothing — refusing to report an fp32 model as int8")
@@ -363,7 +246,7 @@ def _finish_int8(stage: Stage, converted, cfg, ctx: Context, details: dict) -> S
                       artifacts={"pt2": pt2})
 
 
-def _calibrate(prepared, ctx: Context, name: str) -> int:
+def calibrate(prepared, ctx: Context, name: str) -> int:
     n = 0
     with torch.no_grad():
         for i, batch in enumerate(ctx.calibration(), 1):
@@ -376,26 +259,6 @@ def _calibrate(prepared, ctx: Context, name: str) -> int:
     if n == 0:
         raise CompressionError(f"{name}: the calibration set is empty")
     return n
-
-
-@register(StaticPTQConfig)
-def static_ptq(stage: Stage, cfg: StaticPTQConfig, ctx: Context) -> Stage:
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    model = copy.deepcopy(stage.module).eval()
-    unknown = sorted(set(cfg.keep_fp32) - {n for n, _ in model.named_modules()})
-    if unknown:
-        raise CompressionError(f"{cfg.key}: keep_fp32 names no module: {unknown}")
-    graph = export_graph(model, ctx.example_input)
-    prepared = prepare_pt2e(graph, _quantizer(
-        quantization_config(cfg.observer, cfg.per_channel, cfg.percentile), cfg.keep_fp32))
-    n = _calibrate(prepared, ctx, cfg.key)
-    converted = convert_pt2e(prepared)
-    details = {"library": "torchao PT2E", "quantizer": "X86InductorQuantizer", "engine": cfg.engine,
-               "observer": cfg.observer, "per_channel": cfg.per_channel, "calibration_items": n,
-               "keep_fp32": list(cfg.keep_fp32), "activations": "uint8 affine",
-               "weights": "int8 symmetric " + ("per-channel" if cfg.per_channel else "per-tensor")}
-    return _finish_int8(stage, converted, cfg, ctx, details)
 
 
 _BN_OPS = (aten.batch_norm.default, aten._native_batch_norm_legit.default, aten.cudnn_batch_norm.default)
@@ -459,7 +322,7 @@ def qat_quantization_config():
     return QuantizationConfig(act, act, weight, None, True)
 
 
-def _freeze_activation_ranges(gm: torch.fx.GraphModule) -> int:
+def freeze_activation_ranges(gm: torch.fx.GraphModule) -> int:
     """Stop the activation observers (uint8 affine); weight observers keep following the weights."""
     from torchao.quantization.pt2e import FakeQuantizeBase
 
@@ -471,76 +334,3 @@ def _freeze_activation_ranges(gm: torch.fx.GraphModule) -> int:
     return n
 
 
-@register(QATConfig)
-def qat(stage: Stage, cfg: QATConfig, ctx: Context) -> Stage:
-    from torchao.quantization.pt2e import (
-        disable_fake_quant,
-        disable_observer,
-        enable_fake_quant,
-        enable_observer,
-    )
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
-
-    if ctx.finetune is None:
-        raise CompressionError(f"{cfg.key}: QAT needs a fine-tuning loop from the task")
-    model = copy.deepcopy(stage.module).train()
-    graph = export_graph(model, ctx.example_input)
-    details = {"library": "torchao PT2E", "quantizer": "X86InductorQuantizer (is_qat)", "engine": cfg.engine,
-               "init": cfg.init, "epochs": cfg.epochs, "lr": cfg.lr, "freeze_bn": cfg.freeze_bn,
-               "activations": "uint8 affine", "weights": "int8 symmetric per-channel"}
-    if cfg.init == "ptq":
-        prepared = prepare_qat_pt2e(graph, _quantizer(qat_quantization_config()))
-        set_bn_training(prepared, False)  # calibrate as PTQ does: BatchNorm on running statistics
-        prepared.apply(disable_fake_quant)
-        prepared.apply(enable_observer)
-        details["calibration_items"] = _calibrate(prepared, ctx, cfg.key)
-        prepared.apply(enable_fake_quant)
-        details["frozen_activation_ranges"] = _freeze_activation_ranges(prepared)
-        details["observer"] = "min-max (calibrated as PTQ, then fixed); weights: current min-max"
-        on_epoch = None
-    else:
-        prepared = prepare_qat_pt2e(graph, _quantizer(quantization_config(is_qat=True)))
-        details["observer"] = "moving-average min-max (x86 default), updating while training"
-
-        def on_epoch(epoch: int) -> None:  # the default schedule: ranges freeze after epoch 1
-            if epoch >= 1:
-                prepared.apply(disable_observer)
-    trainable = TrainableProgram(prepared, bn_frozen=cfg.freeze_bn)
-    t0 = time.perf_counter()
-    history = ctx.finetune(trainable, cfg.epochs, cfg.lr, on_epoch=on_epoch, max_items=cfg.max_items,
-                           keep_best=cfg.keep_best, mixed_precision=False)
-    trainable.eval()
-    prepared.apply(disable_observer)
-    converted = convert_pt2e(prepared)
-    kept = kept_epoch(history, ctx.higher_is_better, cfg.keep_best)["epoch"]
-    details.update(history=history, kept_epoch=kept, finetune_seconds=round(time.perf_counter() - t0, 1))
-    return _finish_int8(stage, converted, cfg, ctx, details)
-
-
-@register(DynamicPTQConfig)
-def dynamic_ptq(stage: Stage, cfg: DynamicPTQConfig, ctx: Context) -> Stage:
-    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
-
-    model = copy.deepcopy(stage.module).eval()
-    quantize_(model, Int8DynamicActivationInt8WeightConfig(),
-              filter_fn=lambda m, _: isinstance(m, nn.Linear))
-    covered = [n for n, m in model.named_modules()
-               if isinstance(m, nn.Linear) and type(m.weight).__name__ != "Parameter"]
-    convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
-    if not covered:
-        raise CompressionError(f"{cfg.key}: no Linear layer was quantized")
-    path = ctx.work_dir / "model.pt2"
-    torch.export.save(export_program(model, ctx.example_input), path)
-    details = {"library": "torchao quantize_", "config": "Int8DynamicActivationInt8WeightConfig",
-               "quantized_ops": {"linear_int8": len(covered), "conv_int8": 0, "conv_total": convs},
-               "covered_modules": covered, "versions": _versions()}
-    precision = "int8 (Linear only)" if convs else "int8"
-    return stage.then(cfg.method, details, module=model, precision=precision, runtime=EAGER,
-                      artifacts={"pt2": path})
-
-
-@register(CompileConfig)
-def compile_step(stage: Stage, cfg: CompileConfig, ctx: Context) -> Stage:
-    weights = link_or_copy(stage.artifacts["state_dict"], ctx.work_dir)
-    return stage.then(cfg.method, {"lowering": "torch.compile (Inductor, freezing=True, fullgraph=True)"},
-                      module=None, runtime=INDUCTOR, artifacts={"state_dict": weights})

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from echolite.cache import Store, digest, tensors_digest
+from echolite.store import Store, digest, tensors_digest
 
 
 def test_keys_follow_the_inputs_exactly(tmp_path):

@@ -1,0 +1,1 @@
+"""Search: the per-layer float fallback (and, in echolite.search, the budgeted model search)."""

@@ -1,0 +1,130 @@
+"""What every artifact is made from: the one module that says what goes into a key.
+
+Settings that never change a result (how data is read, where caches go, which device trains)
+are marked once, where they are declared (``setting(..., identity=False)``, see
+:mod:`echolite.typed`); every function here takes config sections through :func:`section`,
+which leaves them out. So a key changes exactly when something it was made from changes, and
+:func:`describe_changes` says what (the store logs it on every rebuild).
+
+What each kind is made from:
+
+  phantom    the phantom's version, size, number of videos and seed, and the code that draws it
+  data       the dataset's content: its index rows and every item's bytes (digests), not where
+             it lies (a moved or copied dataset keeps its key)
+  frames     one video's bytes and the decoding (the decoded-frame cache, one entry per video)
+  baseline   data + the identity settings of data, model and train + the training precision it
+             resolved to + the pretrained file's bytes + the code that trains + package versions
+  model      the task, its model and data settings and the example input's shape (every stage)
+  stage      its parent stage + the step's config + model + the code that compresses + package
+             versions (+ the training/calibration data, for steps that use data)
+  run        a run folder's results: the baseline's inputs, the compress, eval and measure
+             settings (a folder holds one run; another run goes beside it)
+
+Code digests (:data:`CODE`) cover the source files that make each kind: editing the report,
+the CLI, a figure or this package's docs rebuilds nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+
+from echolite.env import package_versions
+from echolite.store import bytes_digest, describe_changes, digest, file_digest
+from echolite.typed import is_identity
+
+__all__ = ["CODE", "section", "code_digest", "baseline_inputs", "model_inputs", "data_inputs",
+           "stage_inputs", "run_identity", "phantom_inputs", "describe_changes"]
+
+# echolite's source files that make each kind of entry (relative to the package; a folder means
+# every .py file in it, minus EXCLUDED)
+CODE = {
+    "phantom": ("data/phantom", "data/video.py", "data/tracings.py"),
+    "baseline": ("train.py", "env.py", "typed.py", "data", "models", "metrics", "tasks"),
+    "stages": ("train.py", "env.py", "typed.py", "data", "models", "metrics", "tasks", "compress",
+               "task_context.py", "measure/complexity.py"),
+}
+EXCLUDED = ("data/realism.py",)  # reads datasets, makes nothing
+
+
+def section(obj) -> dict:
+    """The identity fields of a config section (a dataclass) as plain values."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        if is_identity(f):
+            value = getattr(obj, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+@functools.cache
+def code_digest(kind: str) -> str:
+    """Digest of the source files that make entries of ``kind`` (a key of :data:`CODE`)."""
+    root = Path(__file__).parent
+    files = sorted({f for part in CODE[kind]
+                    for f in ((root / part).rglob("*.py") if (root / part).is_dir() else [root / part])
+                    if f.relative_to(root).as_posix() not in EXCLUDED})
+    return bytes_digest(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() for f in files)
+
+
+def code_files(kind: str) -> list[str]:
+    """The files in ``kind``'s code digest (what the README lists)."""
+    root = Path(__file__).parent
+    return sorted({f.relative_to(root).as_posix() for part in CODE[kind]
+                   for f in ((root / part).rglob("*.py") if (root / part).is_dir() else [root / part])
+                   if f.relative_to(root).as_posix() not in EXCLUDED})
+
+
+def phantom_inputs(version: int, n: int, seed: int, size: int) -> dict:
+    return {"version": version, "n": n, "seed": seed, "size": size, "code": code_digest("phantom")}
+
+
+def _baseline_part(task) -> dict:
+    cfg = task.cfg
+    pretrained = getattr(cfg.model, "pretrained", None)
+    return {"task": task.NAME, "data_key": task.data.key, "data": section(cfg.data),
+            "model": section(cfg.model), "train": section(cfg.train),
+            "pretrained": file_digest(pretrained) if pretrained and Path(pretrained).is_file() else None}
+
+
+def baseline_inputs(task, amp) -> dict:
+    """What a baseline is made from (its store key)."""
+    return {**_baseline_part(task), "amp": str(amp), "code": code_digest("baseline"),
+            "versions": package_versions()}
+
+
+def model_inputs(task, example_shape, input_name: str) -> dict:
+    """What every stage's model is: the task's architecture and data settings, the input shape."""
+    cfg = task.cfg
+    return {"task": task.NAME, "model": section(cfg.model), "data": section(cfg.data),
+            "example_shape": list(example_shape), "input_name": input_name}
+
+
+def data_inputs(task, calibration_key: str, amp) -> dict:
+    """What data-dependent steps read: the data, the calibration batches and the training loop's
+    settings (fine-tuning trains with the task's loop; its own epochs and learning rate are in the
+    step's config)."""
+    train = {k: v for k, v in section(task.cfg.train).items() if k not in ("epochs", "lr")}
+    return {"data": task.data.key, "calibration": calibration_key, "train": train, "amp": str(amp)}
+
+
+def stage_inputs(parent: str, step: dict, model_key: str, data_key: str | None) -> dict:
+    inputs = {"parent": parent, "step": step, "model": model_key, "code": code_digest("stages"),
+              "versions": package_versions()}
+    if data_key is not None:
+        inputs["data"] = data_key
+    return inputs
+
+
+def run_identity(task) -> dict:
+    """What a run folder's results are made from: its baseline's inputs and how it compresses,
+    evaluates and measures."""
+    cfg = task.cfg
+    return {"baseline": _baseline_part(task), "compress": section(cfg.compress), "eval": section(cfg.eval),
+            "measure": section(cfg.measure)}
+
+
+def key(inputs: dict) -> str:
+    """The short key of a mapping of inputs (as the store names its entries)."""
+    return digest(inputs)[:16]

@@ -1,0 +1,113 @@
+"""One identity for every artifact: a setting marked as not part of any key changes no key; every
+other setting changes exactly the keys it must (issue 16: the hand-kept "made from" filters)."""
+
+import dataclasses
+import typing
+
+import pytest
+import torch
+
+from echolite import identity
+from echolite.config import from_dict
+from echolite.identity import baseline_inputs, data_inputs, model_inputs, run_identity
+from echolite.store import digest
+from echolite.tasks.base import DataRef
+from echolite.typed import hints, is_identity
+
+EXAMPLE = (1, 8, 1, 112, 112)
+
+
+class FakeTask:
+    """What the identity functions read of a task: its name, config and data key."""
+
+    def __init__(self, cfg, data_key="d" * 64):
+        self.NAME, self.cfg = cfg.task, cfg
+        self.data = DataRef(None, None, data_key, {})
+
+
+def keys(cfg) -> dict:
+    task = FakeTask(cfg)
+    return {"baseline": digest(baseline_inputs(task, None)),
+            "model": digest(model_inputs(task, EXAMPLE, "x")),
+            "data": digest(data_inputs(task, "calibration", None)),
+            "run": digest(run_identity(task))}
+
+
+def _other_value(value, hint):
+    args = typing.get_args(hint)
+    if type(None) in args:  # an optional setting: its non-null type
+        hint = next(a for a in args if a is not type(None))
+        if value is None:
+            return {str: "x", float: 1.5, int: 3}[hint]
+    if typing.get_origin(hint) is typing.Literal:
+        return next(c for c in typing.get_args(hint) if c != value)
+    if hint is bool:
+        return not value
+    if hint is int:
+        return value + 1
+    if hint is float:
+        return value + 0.25
+    if hint is str:
+        return f"{value}-other"
+    if typing.get_origin(hint) is list or hint is list:
+        return [*value, "static-int8-ort"] if "static-int8-ort" not in value else value[:-1]
+    if hint is dict or typing.get_origin(hint) is dict:
+        return {**value, "mine": ["static_ptq"]}
+    raise AssertionError(f"no other value for {hint}")
+
+
+# which keys a changed setting of each section must change (all others must stay)
+MUST_CHANGE = {"data": {"baseline", "model", "run"}, "model": {"baseline", "model", "run"},
+               "train": {"baseline", "run"}, "eval": {"run"}, "compress": {"run"}, "measure": {"run"}}
+
+
+def _cases():
+    for task in ("ef", "cifar10"):
+        cfg = from_dict({"task": task})
+        for section in ("data", "model", "train", "eval", "compress", "measure"):
+            obj = getattr(cfg, section)
+            for f in dataclasses.fields(obj):
+                yield pytest.param(task, section, f.name, id=f"{task}-{section}.{f.name}")
+
+
+@pytest.mark.parametrize("task, section, name", list(_cases()))
+def test_a_setting_changes_exactly_the_keys_it_must(task, section, name):
+    cfg = from_dict({"task": task})
+    before = keys(cfg)
+    obj = getattr(cfg, section)
+    field = next(f for f in dataclasses.fields(obj) if f.name == name)
+    value = getattr(obj, name)
+    if name == "pretrained":  # a file's bytes are the identity, not its name
+        return
+    setattr(obj, name, _other_value(value, hints(type(obj))[name]))
+    after = keys(cfg)
+    changed = {k for k in before if before[k] != after[k]}
+    expected = MUST_CHANGE[section] if is_identity(field) else set()
+    if section == "train" and is_identity(field) and name not in ("epochs", "lr"):
+        expected = expected | {"data"}  # data-dependent steps train with the task's loop (not its epochs, lr)
+    assert changed == expected, f"{section}.{name}: changed {sorted(changed)}, expected {sorted(expected)}"
+
+
+def test_the_data_key_and_the_precision_change_the_baseline(tmp_path):
+    cfg = from_dict({"task": "ef"})
+    a, b = FakeTask(cfg, "a" * 64), FakeTask(cfg, "b" * 64)
+    assert digest(baseline_inputs(a, None)) != digest(baseline_inputs(b, None))
+    assert digest(baseline_inputs(a, None)) != digest(baseline_inputs(a, torch.bfloat16))
+    weights = tmp_path / "w.pt"
+    torch.save({"x": torch.ones(1)}, weights)
+    cfg.model.pretrained = str(weights)
+    with_file = digest(baseline_inputs(FakeTask(cfg, "a" * 64), None))
+    torch.save({"x": torch.zeros(1)}, weights)  # same name, other bytes
+    assert digest(baseline_inputs(FakeTask(cfg, "a" * 64), None)) != with_file
+
+
+def test_editing_the_report_changes_no_code_digest():
+    for kind in identity.CODE:
+        files = identity.code_files(kind)
+        assert not {"report.py", "cli.py", "figures.py", "results.py", "api.py"} & set(files), kind
+    assert "compress/steps/static_ptq.py" in identity.code_files("stages")
+    assert "train.py" in identity.code_files("baseline") and "data/realism.py" not in identity.code_files("baseline")
+
+
+def test_describe_changes_names_what_changed():
+    assert identity.describe_changes({"a": {"b": 1}, "c": 2}, {"a": {"b": 3}, "c": 2}) == ["a.b 1 -> 3"]
