@@ -19,7 +19,7 @@ from echolite.train import LAST, load_checkpoint, train_baseline
 
 RUN_FILES = {"config.yaml", "environment.json", "run.log", "results.json", "report.md", "pareto.png",
              "agreement.png", "sensitivity.png", "example_input.pt", "predictions_test.csv",
-             "run-identity.json"}
+             "run-identity.json", "best.pt"}
 SMOKE_ROWS = ["fp32", "fp32-onnxruntime", "dynamic-int8", "static-int8", "static-int8-ort",
               "static-int8-ort-fallback"]
 CPU = torch.device("cpu")
