@@ -40,3 +40,15 @@ def test_cpu_training_precision_is_decided_by_measurement(monkeypatch, flags, re
     got, text = resolve_amp(CPU, requested, probe=lambda: calls.append(1) or seconds)
     assert got == dtype and note in text
     assert len(calls) == (1 if seconds else 0)  # timed only when the flags cannot decide
+
+
+def test_process_0_sends_what_it_read_to_every_process(tmp_path):
+    """Issue 16 (multi-node resumes): ranks without the checkpoint file resume from process 0's."""
+    import json
+
+    import torch.multiprocessing as mp
+    from dist_helpers import resume_state
+
+    mp.spawn(resume_state, args=(2, f"file://{tmp_path / 'rendezvous'}", str(tmp_path)), nprocs=2)
+    assert json.loads((tmp_path / "rank1.json").read_text()) == {"epoch": 7, "history": [1, 2]}
+    assert json.loads((tmp_path / "rank0.json").read_text()) == {"epoch": 7, "history": [1, 2]}

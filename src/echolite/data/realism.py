@@ -276,13 +276,14 @@ def figure(stats: dict, path: str | Path, name: str, reference: dict | None = No
 
 
 def _panels(axes, stats: dict, name: str, reference: dict | None) -> None:
-    n = f"{name} ({stats['videos']} videos, {stats['frames']} frames)"
     axes[0].imshow(np.asarray(stats["mean_frame"]), cmap="gray", vmin=0)
-    axes[0].set_title(f"mean frame: {n}", fontsize=8)
+    axes[0].set_title(f"mean frame ({stats['videos']} videos, {stats['frames']} frames)", fontsize=8)
+    axes[0].set_ylabel(name[:40], fontsize=8)
     axes[1].imshow(np.asarray(stats["std_frame"]), cmap="gray", vmin=0)
     axes[1].set_title("std over videos and frames", fontsize=8)
     for ax in axes[:2]:
-        ax.axis("off")
+        ax.set_xticks([])
+        ax.set_yticks([])
     hist = np.asarray(stats.get("grey_histogram_in_fov") or [])
     if hist.size:
         axes[2].plot(hist, label=name)
