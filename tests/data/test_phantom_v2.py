@@ -63,6 +63,17 @@ def test_the_inverse_motion_map_takes_every_boundary_back_to_end_diastole():
         np.testing.assert_allclose(tl[0], lat0[0], atol=5e-3)
 
 
+def test_the_inverse_motion_map_undoes_the_decaying_displacement_outside_the_heart():
+    """Beyond the outer boundary tissue at material distance x sits at x + shift exp(-(x - outer) /
+    DECAY_CM): the inverse recovers x from that forward formula, for outward and inward shifts."""
+    then = np.array([[1.0], [1.5], [2.0], [2.6]]) * np.ones((4, 7))
+    x = then[-1] + np.linspace(0.0, 3.0, 7)  # material points outside, from the surface on
+    for shift in (-0.8, -0.3, 0.4):  # the wall moved inward (systole) or outward
+        now = then + shift
+        d = x + shift * np.exp(-(x - then[-1]) / hm.DECAY_CM)
+        np.testing.assert_allclose(hm._lateral_to_material(d, now, then), x, atol=1e-6)
+
+
 def test_wall_motion_is_regional_not_a_scaling():
     """Reduced-EF hearts get segmental patterns; segments of one heart move by different amounts."""
     hearts = [s.heart for s in _specs(60, seed=2)]

@@ -237,7 +237,7 @@ def _lateral_to_material(d, now, then) -> np.ndarray:
     x = d - shift
     for _ in range(4):  # d = x + shift exp(-(x - then)/lambda), x >= then
         e = np.exp(-np.maximum(x - then[-1], 0.0) / DECAY_CM)
-        x = x - (x + shift * e - d) / (1.0 + shift * e / DECAY_CM)
+        x = x - (x + shift * e - d) / (1.0 - shift * e / DECAY_CM)
     return np.where(done, out, np.maximum(x, then[-1]))
 
 
