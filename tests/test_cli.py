@@ -31,6 +31,7 @@ CONFIG_CASES = [  # (--set, the message)
     ("compress.methods=[static-int8-typo]", "unknown method 'static-int8-typo'"),
     ("data.phantom_version=3", "data.phantom_version must be one of 1, 2, but got 3"),
     ("model.channels=rgb", "model.channels must be one of grey, motion, but got 'rgb'"),
+    ("model.pretrained=/nonexistent/r18.pth", "model.pretrained: /nonexistent/r18.pth: no such file"),
 ]
 
 

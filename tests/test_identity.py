@@ -111,3 +111,19 @@ def test_editing_the_report_changes_no_code_digest():
 
 def test_describe_changes_names_what_changed():
     assert identity.describe_changes({"a": {"b": 1}, "c": 2}, {"a": {"b": 3}, "c": 2}) == ["a.b 1 -> 3"]
+
+
+def test_a_missing_pretrained_file_is_an_error_not_a_baseline_from_scratch(tmp_path):
+    """Keying a missing file as "no weights" would silently reuse the baseline trained from scratch."""
+    from types import SimpleNamespace
+
+    from echolite import EcholiteError
+    from echolite.config import apply_overrides, load_config
+    from echolite.identity import baseline_inputs
+
+    cfg = apply_overrides(load_config("smoke"), [f"model.pretrained={tmp_path / 'gone.pt'}"])
+    task = SimpleNamespace(NAME="ef", cfg=cfg, data=SimpleNamespace(key="k"))
+    with pytest.raises(EcholiteError, match="gone.pt: no such file"):
+        baseline_inputs(task, "off")
+    (tmp_path / "gone.pt").write_bytes(b"weights")
+    assert baseline_inputs(task, "off")["pretrained"] is not None

@@ -55,7 +55,12 @@ def _config(args):
         value = getattr(args, flag, None)
         if value is not None:
             sets.append(f"{key}={value}")
-    return apply_overrides(cfg, sets)
+    cfg = apply_overrides(cfg, sets)
+    pretrained = getattr(cfg.model, "pretrained", None)
+    if pretrained and not Path(pretrained).is_file():
+        raise EcholiteError(f"--set: model.pretrained: {pretrained}: no such file (name a local checkpoint "
+                            "or torchvision state dict, or leave --pretrained out)")
+    return cfg
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:

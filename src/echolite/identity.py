@@ -30,6 +30,7 @@ import dataclasses
 import functools
 from pathlib import Path
 
+from echolite import EcholiteError
 from echolite.env import package_versions
 from echolite.store import bytes_digest, describe_changes, digest, file_digest
 from echolite.typed import is_identity
@@ -83,9 +84,13 @@ def phantom_inputs(version: int, n: int, seed: int, size: int) -> dict:
 def _baseline_part(task) -> dict:
     cfg = task.cfg
     pretrained = getattr(cfg.model, "pretrained", None)
+    if pretrained and not Path(pretrained).is_file():
+        # keying a missing file as "no weights" would reuse a baseline trained from scratch
+        raise EcholiteError(f"model.pretrained: {pretrained}: no such file (name a local checkpoint or "
+                            "torchvision state dict, or leave --pretrained out)")
     return {"task": task.NAME, "data_key": task.data.key, "data": section(cfg.data),
             "model": section(cfg.model), "train": section(cfg.train),
-            "pretrained": file_digest(pretrained) if pretrained and Path(pretrained).is_file() else None}
+            "pretrained": file_digest(pretrained) if pretrained else None}
 
 
 def baseline_inputs(task, amp) -> dict:
