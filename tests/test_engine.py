@@ -11,7 +11,7 @@ import pytest
 import torch
 from toy_task import ToyTask
 
-from echolite import EcholiteError
+from echolite import EcholiteError, pipeline
 from echolite.compress import OnnxRuntimeConfig, StaticPTQConfig, apply
 from echolite.compress.base import _HANDLERS, Context, Stage, StepConfig, register
 from echolite.compress.recipes import Recipe, build, reference_stage
@@ -322,3 +322,20 @@ def test_an_onnx_export_of_an_int8_program_with_no_int8_conv_is_refused(tmp_path
     results = run(toy_config("compress.methods=[static-int8-onnxruntime]"), tmp_path / "run", torch.device("cpu"))
     row = results["rows"][1]
     assert row["status"] == "failed" and "runs none of the 2 convolutions" in row["error"]
+
+
+def test_a_failed_first_attempt_does_not_lock_its_folder_and_a_real_best_pt_is_never_unlinked(tmp_path):
+    """Issue 16: a folder whose earlier attempt left no results takes the next run's settings; a
+    user's own best.pt in a train folder is refused, not replaced by echolite's link."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run-identity.json").write_text('{"baseline": {"data": {"seed": 99}}, "compress": {}}')
+    run(toy_config("compress.methods=[static-int8]"), out, torch.device("cpu"))
+    assert (out / "results.json").is_file()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "best.pt").write_bytes(b"my weights")
+    task = pipeline.prepare(toy_config("compress.methods=[static-int8]"), mine)
+    with pytest.raises(EcholiteError, match="best.pt is a file, not the link echolite writes"):
+        pipeline.train(task, mine, torch.device("cpu"))
+    assert (mine / "best.pt").read_bytes() == b"my weights"

@@ -91,6 +91,9 @@ def claim(out: str | Path, task, scope: str = "run") -> None:
     wanted = identity if scope == "run" else {"baseline": identity["baseline"]}
     path = out / IDENTITY
     held = json.loads(path.read_text()) if path.is_file() else {}
+    if held and not any((out / name).exists() for name in (RESULTS, BEST)):
+        log.info("%s: the earlier attempt there left no results; the folder is this run's now", out)
+        held = {}  # a failed first attempt (a typo in a setting, say) does not lock the folder
     compared = {k: held[k] for k in wanted if k in held}
     changed = describe_changes(compared, {k: wanted[k] for k in compared})
     if changed:
@@ -174,6 +177,9 @@ def train(task, out: str | Path, device: torch.device) -> Path:
     if dist_info()[0] == 0 and out.resolve() != best.parent.resolve():
         out.mkdir(parents=True, exist_ok=True)
         link = out / BEST
+        if link.exists() and not link.is_symlink():
+            raise EcholiteError(f"{link} is a file, not the link echolite writes: move it away or choose "
+                                "another --out")
         link.unlink(missing_ok=True)
         link.symlink_to(os.path.relpath(best, out))
     return best
