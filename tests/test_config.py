@@ -38,6 +38,9 @@ def test_old_boolean_amp_still_reads():
     ("train.lr", "expected section.field=value"),
     ("task=cifar10", "chosen with --task"),
     ("compress.methods=[static-int8-minmaxx]", "unknown method 'static-int8-minmaxx'"),
+    ("data.phantom_version=true", "data.phantom_version must be one of 1, 2, but got True"),  # True == 1
+    ("train.lr=.nan", "train.lr must be number, but got nan"),
+    ("train.lr=inf", "train.lr must be number, but got 'inf'"),
 ])
 def test_bad_overrides_name_the_key(item, message):
     with pytest.raises(EcholiteError, match=message.replace("(", r"\(")):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal, Union
@@ -86,7 +87,7 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
         kind = type(choices[0])
         with contextlib.suppress(EcholiteError):
             value = coerce(value, kind, where)
-        if value not in choices:
+        if value not in choices or (isinstance(value, bool) and kind is not bool):  # True == 1
             raise EcholiteError(f"{where} must be one of {', '.join(map(str, choices))}, but got {value!r}")
         return value
     bad = EcholiteError(f"{where} must be {type_name(base)}, but got {value!r}")
@@ -108,7 +109,7 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
             raise bad
         return value
     if base is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise bad
         return float(value)
     if base is str:
