@@ -192,3 +192,29 @@ def test_an_echolite_checkpoint_initialises_every_weight_but_the_data_statistics
     torch.save({"model": other.state_dict(), "config": {}}, tmp_path / "mean.pt")
     with pytest.raises(Exception, match="another architecture"):
         load_pretrained_backbone(dst, tmp_path / "mean.pt")
+
+
+def test_the_tracings_follow_the_heart_where_the_video_shows_it():
+    """With a large respiratory drift, the traced cavity (ED and ES) covers the dark blood of the
+    rendered frame, darker than where the heart would be without the drift."""
+    from matplotlib.path import Path as Polygon
+
+    yy, xx = np.mgrid[:112, :112]
+    centres = np.c_[xx.ravel() + 0.5, yy.ravel() + 0.5]
+
+    def mean_inside(frame, rows):
+        outline = np.concatenate([rows[1:, :2], rows[1:, 2:][::-1]])
+        return frame[Polygon(outline).contains_points(centres).reshape(112, 112)].mean()
+
+    for spec in _specs(4, seed=0):
+        spec = dataclasses.replace(spec, scan=dataclasses.replace(spec.scan, breathing_cm=(0.6, 0.6)))
+        video = v2.render(spec)
+        for t in (spec.ed_frame, spec.es_frame):
+            drift = v2.shift_cm(spec, [t])[0]
+            if np.abs(drift).max() < 0.2:
+                continue
+            moved = v2.tracing_rows(spec, t)
+            still = v2.tracing_rows(dataclasses.replace(
+                spec, scan=dataclasses.replace(spec.scan, breathing_cm=(0.0, 0.0), swing_cm=(0.0, 0.0))), t)
+            assert not np.allclose(moved, still)
+            assert mean_inside(video[t], moved) < min(mean_inside(video[t], still), 0.6 * video[t].mean())

@@ -98,15 +98,17 @@ def render(spec: VideoSpec, size: int = 112) -> np.ndarray:
         raise ValueError(f"spec drawn for {spec.scan.size} px frames, asked for {size}")
     rng = _rng(spec.seed, spec.split, spec.index, 1)
     c = contraction(spec, np.arange(spec.n_frames))
-    return scanner.render(spec.heart, spec.scan, c, rng, shift_cm(spec, c, rng.uniform(0, 2 * np.pi)))
+    return scanner.render(spec.heart, spec.scan, c, rng, shift_cm(spec, np.arange(spec.n_frames)))
 
 
-def shift_cm(spec: VideoSpec, c: np.ndarray, phase: float) -> np.ndarray:
-    """Rigid displacement of the scene per frame (T, 2) cm: the heart's swing with contraction and
-    a respiratory drift."""
+def shift_cm(spec: VideoSpec, frames) -> np.ndarray:
+    """Rigid displacement of the scene at ``frames`` (T, 2: along a, along l) cm: the heart's
+    swing with contraction and a respiratory drift (its phase drawn from the video's own stream)."""
     scan = spec.scan
-    seconds = np.arange(len(c)) / spec.fps
-    breath = np.sin(2 * np.pi * seconds / scan.breathing_s + phase)
+    frames = np.atleast_1d(np.asarray(frames))
+    phase = _rng(spec.seed, spec.split, spec.index, 2).uniform(0, 2 * np.pi)
+    breath = np.sin(2 * np.pi * (frames / spec.fps) / scan.breathing_s + phase)
+    c = contraction(spec, frames)
     return c[:, None] * np.asarray(scan.swing_cm) + breath[:, None] * np.asarray(scan.breathing_cm)
 
 
@@ -115,6 +117,6 @@ def tracing_rows(spec: VideoSpec, frame: int) -> np.ndarray:
     c = float(contraction(spec, frame))
     f = scanner._frame(spec.scan, 2, 2)
     cpp = spec.scan.cm_per_px
-    rows = hm.tracing(spec.heart, c)  # (21, 2 points, (a, l)) cm
+    rows = hm.tracing(spec.heart, c) + shift_cm(spec, [frame])[0]  # (21, 2 points, (a, l)) cm, moved
     pts = f.apex + (rows[..., :1] * f.u + rows[..., 1:] * f.v) / cpp  # (21, 2, 2) px
     return pts.reshape(len(rows), 4)
