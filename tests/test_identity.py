@@ -107,6 +107,13 @@ def test_editing_the_report_changes_no_code_digest():
         assert not {"report.py", "cli.py", "figures.py", "results.py", "api.py"} & set(files), kind
     assert "compress/steps/static_ptq.py" in identity.code_files("stages")
     assert "train.py" in identity.code_files("baseline") and "data/realism.py" not in identity.code_files("baseline")
+    for kind in ("baseline", "stages"):  # a dataset's content is in the data key; its makers are not code of models
+        files = identity.code_files(kind)
+        assert "data/echonet.py" in files and "data/framecache.py" in files, kind
+        assert not [f for f in files if f.startswith("data/phantom/") or f in (
+            "data/digits.py", "data/validate.py", "data/fingerprint.py", "data/realism.py")], kind
+    assert "data/phantom/scanner.py" in identity.code_files("phantom")
+    assert identity.code_files("digits") == ["data/cifar.py", "data/digits.py"]
 
 
 def test_describe_changes_names_what_changed():

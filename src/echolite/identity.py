@@ -9,6 +9,7 @@ which leaves them out. So a key changes exactly when something it was made from 
 What each kind is made from:
 
   phantom    the phantom's version, size, number of videos and seed, and the code that draws it
+  digits     the built-in digits: the code that writes them and scikit-learn's version
   data       the dataset's content: its index rows and every item's bytes (digests), not where
              it lies (a moved or copied dataset keeps its key)
   frames     one video's bytes and the decoding (the decoded-frame cache, one entry per video)
@@ -36,17 +37,19 @@ from echolite.store import bytes_digest, describe_changes, digest, file_digest
 from echolite.typed import is_identity
 
 __all__ = ["CODE", "section", "code_digest", "baseline_inputs", "model_inputs", "data_inputs",
-           "stage_inputs", "run_identity", "phantom_inputs", "describe_changes"]
+           "stage_inputs", "run_identity", "phantom_inputs", "digits_inputs", "describe_changes"]
 
 # echolite's source files that make each kind of entry (relative to the package; a folder means
-# every .py file in it, minus EXCLUDED)
+# every .py file in it, minus what EXCLUDED names inside it: a part named explicitly always counts)
 CODE = {
     "phantom": ("data/phantom", "data/video.py", "data/tracings.py"),
+    "digits": ("data/digits.py", "data/cifar.py"),
     "baseline": ("train.py", "env.py", "typed.py", "data", "models", "metrics", "tasks"),
     "stages": ("train.py", "env.py", "typed.py", "data", "models", "metrics", "tasks", "compress",
                "task_context.py", "measure/complexity.py"),
 }
-EXCLUDED = ("data/realism.py",)  # reads datasets, makes nothing
+# code that reads or makes datasets, not models: a dataset's content is in the data key already
+EXCLUDED = ("data/realism.py", "data/phantom", "data/digits.py", "data/fingerprint.py", "data/validate.py")
 
 
 def section(obj) -> dict:
@@ -63,18 +66,27 @@ def section(obj) -> dict:
 def code_digest(kind: str) -> str:
     """Digest of the source files that make entries of ``kind`` (a key of :data:`CODE`)."""
     root = Path(__file__).parent
-    files = sorted({f for part in CODE[kind]
-                    for f in ((root / part).rglob("*.py") if (root / part).is_dir() else [root / part])
-                    if f.relative_to(root).as_posix() not in EXCLUDED})
-    return bytes_digest(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() for f in files)
+    return bytes_digest(name.encode() + b"\0" + (root / name).read_bytes() for name in code_files(kind))
 
 
 def code_files(kind: str) -> list[str]:
     """The files in ``kind``'s code digest (what the README lists)."""
     root = Path(__file__).parent
-    return sorted({f.relative_to(root).as_posix() for part in CODE[kind]
-                   for f in ((root / part).rglob("*.py") if (root / part).is_dir() else [root / part])
-                   if f.relative_to(root).as_posix() not in EXCLUDED})
+    files = set()
+    for part in CODE[kind]:
+        if not (root / part).is_dir():
+            files.add(part)
+            continue
+        inside = [e for e in EXCLUDED if e.startswith(part + "/")]
+        names = (f.relative_to(root).as_posix() for f in (root / part).rglob("*.py"))
+        files |= {n for n in names if not any(n == e or n.startswith(e + "/") for e in inside)}
+    return sorted(files)
+
+
+def digits_inputs(folder: str) -> dict:
+    """The built-in digits in the CIFAR-10 layout: the code that writes them and scikit-learn's data."""
+    return {"what": folder, "code": code_digest("digits"),
+            "versions": {"scikit-learn": package_versions()["scikit-learn"]}}
 
 
 def phantom_inputs(version: int, n: int, seed: int, size: int) -> dict:

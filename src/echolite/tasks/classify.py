@@ -19,7 +19,7 @@ from echolite import EcholiteError
 from echolite.data.cifar import META, TEST_BATCH, TRAIN_BATCHES, batches_dir, read_cifar, stratified_split
 from echolite.data.cifar import validate as validate_cifar
 from echolite.data.digits import write_digits
-from echolite.identity import code_digest
+from echolite.identity import digits_inputs
 from echolite.metrics.classification import accuracy, macro_f1
 from echolite.models.classify import OUTPUT_LAYERS, build_classifier
 from echolite.results import MB, ok_rows, size_bytes
@@ -80,7 +80,7 @@ class ClassifyTask(Task):
         if dc.root:
             root, kind = Path(dc.root), "CIFAR-10-layout dataset"
         else:
-            entry = store.entry("digits", "digits", {"code": code_digest("phantom"), "what": DIGITS_FOLDER})
+            entry = store.entry("digits", "digits", digits_inputs(DIGITS_FOLDER))
             if not entry.complete:
                 log.info("writing the built-in digits data set to %s", entry.path)
                 with entry.build() as tmp:
