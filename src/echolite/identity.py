@@ -37,7 +37,7 @@ from echolite.store import bytes_digest, describe_changes, digest, file_digest
 from echolite.typed import is_identity
 
 __all__ = ["CODE", "section", "code_digest", "baseline_inputs", "model_inputs", "data_inputs",
-           "stage_inputs", "run_identity", "phantom_inputs", "digits_inputs", "describe_changes"]
+           "stage_inputs", "run_identity", "phantom_inputs", "digits_inputs", "frames_inputs", "describe_changes"]
 
 # echolite's source files that make each kind of entry (relative to the package; a folder means
 # every .py file in it, minus what EXCLUDED names inside it: a part named explicitly always counts)
@@ -132,6 +132,12 @@ def stage_inputs(parent: str, step: dict, model_key: str, data_key: str | None) 
     if data_key is not None:
         inputs["data"] = data_key
     return inputs
+
+
+def frames_inputs(decoding_version: int) -> dict:
+    """How a video's frames are decoded (an entry of the frame cache is its bytes' digest + this)."""
+    return {"decoding": decoding_version,
+            "versions": {"opencv-python-headless": package_versions()["opencv-python-headless"]}}
 
 
 def run_identity(task) -> dict:

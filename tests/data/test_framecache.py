@@ -3,12 +3,14 @@
 import os
 import stat
 
+import pytest
 import torch
 
-from echolite import pipeline
+from echolite import EcholiteError, pipeline
 from echolite.config import apply_overrides, load_config
 from echolite.data import framecache
-from echolite.data.echonet import EchoClips
+from echolite.data.echonet import EchoClips, video_path
+from echolite.data.fingerprint import file_digests
 from echolite.data.video import read_frames, write_video
 
 
@@ -85,3 +87,21 @@ def test_an_unused_cache_is_said_and_corruption_is_found(phantom_copy, tmp_path,
         f.write(b"\xff" * 64)
     assert framecache.verify(rebuilt.cache.folder, rebuilt.data.items) == [victim]
     assert os.path.getsize(frames_path) > 0
+
+
+def test_a_video_shorter_than_its_row_is_refused_and_never_becomes_a_complete_entry(phantom_copy, tmp_path):
+    """The frame count is checked before the header is written: a rerun refuses again instead of
+    finding a 'complete' entry whose last frame the loader would repeat. A clip never reads past the end."""
+    name = sorted(p.stem for p in (phantom_copy / "Videos").iterdir())[0]
+    contents = {name: file_digests([video_path(phantom_copy, name)], None)[0]}
+    decoded = len(read_frames(video_path(phantom_copy, name), grey=True))
+    folder = tmp_path / "frames"
+    for _ in range(2):
+        with pytest.raises(EcholiteError, match=f"decoded {decoded} frames, FileList.csv declares {decoded + 5}"):
+            framecache.build(folder, phantom_copy, contents, [name], {name: decoded + 5}, video_path, workers=1)
+        assert framecache.missing(folder, contents) == [name]
+    framecache.build(folder, phantom_copy, contents, [name], {name: decoded}, video_path, workers=1)
+    cache = framecache.FrameCache(folder, contents)
+    assert cache.clip(name, [0, decoded - 1]).shape[0] == 2
+    with pytest.raises(IndexError, match=f"frame {decoded} asked of a cached video of {decoded}"):
+        cache.clip(name, [decoded])

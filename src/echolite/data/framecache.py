@@ -4,9 +4,13 @@ Decoding AVI costs ~40 videos/s per core; a GPU wants far more clips per second 
 video is decoded once, in parallel, into its own entry of the store's ``frames/`` folder, named by
 the digest of the video file's content::
 
-    frames/ab/abcdef...-v2.u8     all frames of one video, (frames, height, width) uint8
-    frames/ab/abcdef...-v2.json   written last (its presence = complete): frames, height, width,
-                                  sha1 of the decoded frames
+    frames/ab/abcdef...-<decoding>.u8     all frames of one video, (frames, height, width) uint8
+    frames/ab/abcdef...-<decoding>.json   written last, and only when the video has the frames
+                                          FileList.csv declares (its presence = complete): frames,
+                                          height, width, sha1 of the decoded frames
+
+(``<decoding>``: the key of :func:`echolite.identity.frames_inputs`, the decoding's version and
+OpenCV's, so another decoder decodes again.)
 
 So a moved or copied dataset finds its frames again, a video whose bytes change gets a new entry
 (only that one is decoded again, and the log says so), and nothing is ever written into the
@@ -16,6 +20,7 @@ user's data folder (read-only mounts work). ``verify`` recomputes every entry's 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -30,23 +35,32 @@ from tqdm.auto import tqdm
 
 from echolite import EcholiteError
 from echolite.data.video import probe_video, read_frames
+from echolite.identity import frames_inputs, key
 
 log = logging.getLogger(__name__)
-VERSION = 2  # bump when the decoding changes: entries are named by it
+VERSION = 2  # bump when the decoding changes: entries are named by it (with OpenCV's version)
 FOLDER = "frames"
+
+
+@functools.cache
+def _decoding() -> str:
+    return key(frames_inputs(VERSION))[:8]
 
 
 def entry(folder: Path, content: str) -> tuple[Path, Path]:
     """The (frames, header) files of the video whose bytes digest to ``content``."""
-    base = Path(folder) / content[:2] / f"{content}-v{VERSION}"
+    base = Path(folder) / content[:2] / f"{content}-{_decoding()}"
     return base.with_suffix(".u8"), base.with_suffix(".json")
 
 
 def _decode(args) -> tuple[str, dict]:
-    """Worker: decode one video into its entry (frames first, the header last)."""
-    name, path, content, folder = args
+    """Worker: decode one video into its entry (frames first, the header last, and only when the
+    video has at least ``expected`` frames: a short video is never a complete entry)."""
+    name, path, content, folder, expected = args
     frames_path, header_path = entry(Path(folder), content)
     frames = read_frames(path, grey=True)  # (T, H, W): the loader's own conversion
+    if frames.shape[0] < expected:
+        return name, {"frames": int(frames.shape[0])}
     frames_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = frames_path.with_name(f".{frames_path.name}.tmp{os.getpid()}")
     frames.tofile(tmp)
@@ -75,9 +89,12 @@ class FrameCache:
         return self._maps[name]
 
     def clip(self, name: str, indices: np.ndarray) -> np.ndarray:
-        """uint8 (len(indices), H, W); indices past the end repeat the last frame."""
+        """uint8 (len(indices), H, W) (the loader clips indices to FileList.csv's frame count, which
+        a complete entry holds: an index past the end is a bug, not a frame to repeat)."""
         frames = self.frames(name)
-        return np.asarray(frames[np.minimum(indices, len(frames) - 1)])
+        if len(indices) and int(np.max(indices)) >= len(frames):
+            raise IndexError(f"{name}: frame {int(np.max(indices))} asked of a cached video of {len(frames)}")
+        return np.asarray(frames[indices])
 
     def __getstate__(self):  # DataLoader workers reopen the maps instead of pickling them
         return {"folder": self.folder, "contents": self.contents}
@@ -108,7 +125,7 @@ def build(folder: Path, root: Path, contents: dict[str, str], names: list[str], 
         raise EcholiteError(f"the frame cache needs {size / 1e9:.1f} GB at {folder}, {free / 1e9:.1f} GB "
                             "free: free space, move the store, or set data.frame_cache=false")
     t0 = time.perf_counter()
-    jobs = [(n, str(video_path(root, n)), contents[n], str(folder)) for n in names]
+    jobs = [(n, str(video_path(root, n)), contents[n], str(folder), counts[n]) for n in names]
     with ProcessPoolExecutor(max(1, workers)) as pool, \
             tqdm(total=len(jobs), desc="frame cache", unit="video", disable=None) as bar:
         for name, header in pool.map(_decode, jobs, chunksize=8):
