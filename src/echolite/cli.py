@@ -137,8 +137,8 @@ def cmd_cache(args) -> int:
     cfg = _config(args)
     if not cfg.data.root:
         raise EcholiteError("echolite cache needs --data DIR (a dataset in the EchoNet-Dynamic layout)")
-    lines, ok = frame_cache_tool(cfg, pipeline.store_for(args.out or Path("runs") / "cache"), args.rebuild,
-                                 args.verify, args.workers)
+    out = Path(args.out or Path("runs") / "cache")
+    lines, ok = frame_cache_tool(cfg, out, pipeline.store_for(out), args.rebuild, args.verify, args.workers)
     print("\n".join(lines))
     return 0 if ok else 1
 
@@ -216,7 +216,8 @@ def cmd_bench(args) -> int:
 
 def cmd_bench_data(args) -> int:
     cfg = apply_overrides(load_config(None), [f"data.root={args.data}"])
-    for line in bench_data(cfg, pipeline.store_for(Path("runs") / "bench-data"), args.split.upper(), args.workers,
+    out = Path("runs") / "bench-data"
+    for line in bench_data(cfg, out, pipeline.store_for(out), args.split.upper(), args.workers,
                            args.batch_size, args.frames, args.size, args.sampling):
         print(line)
     return 0

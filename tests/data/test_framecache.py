@@ -105,3 +105,16 @@ def test_a_video_shorter_than_its_row_is_refused_and_never_becomes_a_complete_en
     assert cache.clip(name, [0, decoded - 1]).shape[0] == 2
     with pytest.raises(IndexError, match=f"frame {decoded} asked of a cached video of {decoded}"):
         cache.clip(name, [decoded])
+
+
+def test_echolite_cache_drops_bad_rows_into_its_own_folder_never_into_the_data(phantom_copy, tmp_path, capsys):
+    from echolite.cli import main
+
+    victim = sorted((phantom_copy / "Videos").iterdir())[2]
+    victim.unlink()  # one video missing: its row is dropped with data.drop_bad_rows
+    before = sorted(p.name for p in phantom_copy.rglob("*"))
+    out = tmp_path / "cache-run"
+    assert main(["cache", "--data", str(phantom_copy), "--out", str(out), "--set", "data.drop_bad_rows=true"]) == 0
+    assert "videos cached" in capsys.readouterr().out
+    assert sorted(p.name for p in phantom_copy.rglob("*")) == before
+    assert victim.stem in (out / "dropped_rows.csv").read_text()

@@ -221,10 +221,11 @@ class EFTask(Task):
 
 
 # --- data tools (echolite cache, echolite bench-data) ------------------------------------------------
-def frame_cache_tool(cfg, store, rebuild: bool, verify: bool, workers: int) -> tuple[list[str], bool]:
+def frame_cache_tool(cfg, out: Path, store, rebuild: bool, verify: bool, workers: int) -> tuple[list[str], bool]:
     """Build (or check) the frame cache of ``cfg.data.root`` in ``store``; returns the lines to
-    print and whether every check passed (``echolite cache``)."""
-    data = EFTask.prepare(cfg, Path(cfg.data.root), store)
+    print and whether every check passed (``echolite cache``). ``out`` takes the list of dropped
+    rows, if any (never the data folder)."""
+    data = EFTask.prepare(cfg, out, store)
     folder = store.root / framecache.FOLDER
     todo = list(data.items) if rebuild else framecache.missing(folder, data.items)
     lines = [f"frame cache at {folder}: {len(data.items) - len(todo)} of {len(data.items)} videos cached"]
@@ -241,11 +242,10 @@ def frame_cache_tool(cfg, store, rebuild: bool, verify: bool, workers: int) -> t
     return lines, ok
 
 
-def bench_data(cfg, store, split: str, workers: int, batch_size: int, n_frames: int, size: int,
+def bench_data(cfg, out: Path, store, split: str, workers: int, batch_size: int, n_frames: int, size: int,
                sampling: str) -> list[str]:
     """Clip loader throughput on a dataset split, decoding AVI and from the frame cache, for
-    1..``workers`` loader processes (``echolite bench-data``)."""
-    out = Path(cfg.data.root)
+    1..``workers`` loader processes (``echolite bench-data``; ``out`` takes the dropped rows' list)."""
     data = EFTask.prepare(cfg, out, store, splits=(split,))
     table = data.table[data.table["Split"] == split]
     names = table["FileName"].tolist()
@@ -256,7 +256,7 @@ def bench_data(cfg, store, split: str, workers: int, batch_size: int, n_frames: 
     if not framecache.missing(folder, contents):
         sources.append(("frame cache", framecache.FrameCache(folder, contents)))
     else:
-        lines.append(f"frame cache at {folder}: incomplete (build it with `echolite cache --data {out}`)")
+        lines.append(f"frame cache at {folder}: incomplete (build it with `echolite cache --data {cfg.data.root}`)")
     for label, cache in sources:
         ds = EchoClips(data.root, table, n_frames, size, 0, sampling, 1.2, cache)
         for w in range(1, workers + 1):
