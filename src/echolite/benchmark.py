@@ -25,7 +25,7 @@ from echolite.compress.backends.pt2e import EAGER, INDUCTOR
 from echolite.compress.base import CompressionError, Stage
 from echolite.compress.recipes import Recipe, build, reference_stage
 from echolite.compress.runners import Runner, load_module, open_runner
-from echolite.env import cpu_name, pinned_threads
+from echolite.env import atomic_torch_save, cpu_name, pinned_threads
 from echolite.measure.complexity import macs_and_params
 from echolite.measure.latency import time_callable
 from echolite.measure.size import compressed_bytes, file_bytes
@@ -181,7 +181,7 @@ def measure_all(task, model: torch.nn.Module, recipes: list[Recipe], store, run_
         selection = Selection(val, resample_indices(len(val), cfg.eval.n_bootstrap, cfg.eval.seed))
     ctx = compression_context(task, store, device, amp)
     example = ctx.example_input
-    torch.save(example, run_dir / EXAMPLE_FILE)
+    atomic_torch_save(example, run_dir / EXAMPLE_FILE)
     log.info("measuring on %s: %d %s %ss, %d calibration %ss from %s", device_label, len(evalset),
              evalset.split, task.ITEM, cfg.compress.calib_items, task.ITEM, cfg.compress.calib_split)
 

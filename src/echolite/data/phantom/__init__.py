@@ -25,6 +25,7 @@ import pandas as pd
 from echolite import EcholiteError
 from echolite.data.phantom import v1, v2
 from echolite.data.video import probe_video, write_video
+from echolite.env import atomic_write_text
 
 VERSIONS = {1: v1, 2: v2}
 DEFAULT_VERSION = 2
@@ -122,7 +123,7 @@ def synthesize(out: str | Path, n: int, seed: int = 0, size: int = 112, workers:
     provenance = {"generator": "echolite phantom", "version": version, "n": n, "seed": seed, "size": size,
                   "appearance": appearance,
                   "note": "procedural apical-4-chamber echo phantom; exact EF by the method of disks"}
-    held.write_text(json.dumps(provenance, indent=1))
+    atomic_write_text(held, json.dumps(provenance, indent=1))  # last: its presence = complete
     _atomic_csv(filelist, out / "FileList.csv")
     return out
 
