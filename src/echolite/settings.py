@@ -34,7 +34,8 @@ class TrainConfig:
                                      "batches: N processes then compute exactly what one does)")
     seed: int = setting(0, "seed of the weights' initialisation, the item order and augmentation")
     device: Literal["auto", "cpu", "cuda"] = setting(
-        "auto", "where training runs (a baseline trained on a GPU is reused on the CPU)", identity=False)
+        "auto", "where training runs; not in the key, the precision it trained in is: a GPU's baseline is "
+        "reused on a CPU whose train.amp resolves alike (name train.amp to be sure)", identity=False)
 
     def __post_init__(self):
         if isinstance(self.amp, bool):  # older configs said amp: true/false
