@@ -14,7 +14,10 @@ What each kind is made from:
              it lies (a moved or copied dataset keeps its key)
   frames     one video's bytes and the decoding (the decoded-frame cache, one entry per video)
   baseline   data + the identity settings of data, model and train + the training precision it
-             resolved to + the pretrained file's bytes + the code that trains + package versions
+             resolved to + the pretrained file's bytes + the code that trains + package versions.
+             Not the number of torchrun processes: with one global batch DDP trains like one
+             process (exactly with train.freeze_bn; per-rank BatchNorm statistics differ a little
+             otherwise), so a killed torchrun training resumes in one process and vice versa
   model      the task, its model and data settings and the example input's shape (every stage)
   stage      its parent stage + the step's config + model + the code that compresses + package
              versions (+ the training/calibration data, for steps that use data)
