@@ -37,6 +37,7 @@ from echolite.env import (
     atomic_write_json,
     atomic_write_text,
     barrier,
+    broadcast,
     cpu_flags,
     cpu_name,
     dist_info,
@@ -122,9 +123,8 @@ def training_precision(cfg: RunConfig, device: torch.device, store: Store | None
             "cpu": cpu_name(), "flags": sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx"))),
             "device": device.type, "threads": torch.get_num_threads(), "model": cls.model_name(cfg),
             "shape": list(shape), "versions": {"torch": package_versions()["torch"]}})
-        if dist_info()[0] != 0:  # process 0 times, the others read its decision
-            barrier()
-            return json.loads((entry.path / "seconds.json").read_text())
+        if dist_info()[0] != 0:  # process 0 times, the others take its timings (no shared disk needed)
+            return broadcast(None)
         if entry.complete:
             log.info("train.amp=auto: reusing the step timings of this CPU and model measured earlier (%s)",
                      entry.path.name)
@@ -134,8 +134,7 @@ def training_precision(cfg: RunConfig, device: torch.device, store: Store | None
             seconds = measure()
             with entry.build() as tmp:
                 (tmp / "seconds.json").write_text(json.dumps(seconds))
-        barrier()
-        return json.loads((entry.path / "seconds.json").read_text())
+        return broadcast(json.loads((entry.path / "seconds.json").read_text()))
 
     return resolve_amp(device, cfg.train.amp, probe)
 
@@ -148,7 +147,7 @@ def baseline(task, store: Store, device: torch.device, amp) -> Path:
     """
     inputs = baseline_inputs(task, amp)
     entry = store.entry("baseline", "baseline", inputs)
-    if entry.complete:
+    if broadcast(entry.complete):  # every process does what process 0 found
         log.info("baseline: reusing %s", entry.path.name)
         return entry.path / BEST
     rank = dist_info()[0]
