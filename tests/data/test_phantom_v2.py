@@ -115,10 +115,13 @@ def test_shifted_appearance_images_the_same_hearts_differently():
     a, b = specs(6, seed=1, version=2), specs(6, seed=1, version=2, appearance="shifted")
     assert [x.ef for x in a] == [x.ef for x in b] and [x.heart for x in a] == [x.heart for x in b]
     assert all(x.scan != y.scan for x, y in zip(a, b))
-    for name, (lo, hi) in ((n, r[0]) for n, r in scanner.IMAGING.items()):
-        shifted = [getattr(y.scan, name, None) for y in b]
-        if name == "depth":
-            assert all(not lo <= v <= hi for v in shifted)
+    for name, ((lo, hi), others) in scanner.IMAGING.items():  # every imaging parameter, both ways
+        for seed in range(20):
+            standard = scanner._draw(np.random.default_rng(seed), name, False)
+            shifted = scanner._draw(np.random.default_rng(seed), name, True)
+            assert lo <= standard <= hi, (name, standard)
+            assert not lo <= shifted <= hi and any(a <= shifted <= b for a, b in others), (name, shifted)
+    assert all(x.scan.depth != y.scan.depth and x.scan.half_angle != y.scan.half_angle for x, y in zip(a, b))
 
 
 def test_a_tiny_v2_phantom_looks_like_real_echo(tmp_path):
