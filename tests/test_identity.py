@@ -154,3 +154,16 @@ def test_a_missing_pretrained_file_is_an_error_not_a_baseline_from_scratch(tmp_p
         baseline_inputs(task, "off")
     (tmp_path / "gone.pt").write_bytes(b"weights")
     assert baseline_inputs(task, "off")["pretrained"] is not None
+
+
+def test_every_store_key_is_made_in_identity():
+    """No module assembles a key of its own: a store entry's inputs come from an identity function."""
+    import re
+    from pathlib import Path
+
+    import echolite
+
+    root = Path(echolite.__file__).parent
+    inline = [f"{p.relative_to(root)}" for p in root.rglob("*.py")
+              if re.search(r"\.entry\(\s*\"[^\"]+\",\s*f?\"[^\"]*\",\s*\{", p.read_text())]
+    assert inline == []

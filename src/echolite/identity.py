@@ -12,7 +12,10 @@ What each kind is made from:
   digits     the built-in digits: the code that writes them and scikit-learn's version
   data       the dataset's content: its index rows and every item's bytes (digests), not where
              it lies (a moved or copied dataset keeps its key)
-  frames     one video's bytes and the decoding (the decoded-frame cache, one entry per video)
+  frames     one video's bytes and the decoding, with OpenCV's version (one frame-cache entry per video)
+  onnx       a float model's ONNX export: its weights, model key, input, code, package versions
+  ranges     ONNX Runtime's calibrated ranges: the ONNX file's bytes, calibrator, batches, code
+  amp        the training-step timing behind train.amp=auto: CPU, flags, threads, model, batch
   baseline   data + the identity settings of data, model and train + the training precision it
              resolved to + the pretrained file's bytes + the code that trains + package versions.
              Not the number of torchrun processes: with one global batch DDP trains like one
@@ -40,7 +43,8 @@ from echolite.store import bytes_digest, describe_changes, digest, file_digest
 from echolite.typed import is_identity
 
 __all__ = ["CODE", "section", "code_digest", "baseline_inputs", "model_inputs", "data_inputs",
-           "stage_inputs", "run_identity", "phantom_inputs", "digits_inputs", "frames_inputs", "describe_changes"]
+           "stage_inputs", "run_identity", "phantom_inputs", "digits_inputs", "frames_inputs", "onnx_export_inputs",
+           "ranges_inputs", "amp_probe_inputs", "describe_changes"]
 
 # echolite's source files that make each kind of entry (relative to the package; a folder means
 # every .py file in it, minus what EXCLUDED names inside it: a part named explicitly always counts)
@@ -141,6 +145,25 @@ def frames_inputs(decoding_version: int) -> dict:
     """How a video's frames are decoded (an entry of the frame cache is its bytes' digest + this)."""
     return {"decoding": decoding_version,
             "versions": {"opencv-python-headless": package_versions()["opencv-python-headless"]}}
+
+
+def onnx_export_inputs(weights: str, model_key: str, input_name: str, example_shape) -> dict:
+    """A float model's ONNX export: its weights' digest, what model it is, the input it takes."""
+    return {"weights": weights, "model": model_key, "code": code_digest("stages"), "input_name": input_name,
+            "example_shape": list(example_shape), "versions": package_versions()}
+
+
+def ranges_inputs(onnx: str, calibrator: str, calibration_key: str) -> dict:
+    """ONNX Runtime's calibrated ranges: the ONNX file's bytes, the calibrator, the batches."""
+    return {"onnx": onnx, "calibrator": calibrator, "calibration": calibration_key, "code": code_digest("stages"),
+            "versions": package_versions()}
+
+
+def amp_probe_inputs(cpu: str, flags: list[str], device: str, threads: int, model: str, shape) -> dict:
+    """The timing of a training step that resolves ``train.amp=auto``: this CPU (and its bf16/AMX
+    flags), threads, model and batch, torch's version."""
+    return {"cpu": cpu, "flags": sorted(flags), "device": device, "threads": threads, "model": model,
+            "shape": list(shape), "versions": {"torch": package_versions()["torch"]}}
 
 
 def run_identity(task) -> dict:

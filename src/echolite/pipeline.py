@@ -43,11 +43,10 @@ from echolite.env import (
     dist_info,
     end_distributed,
     environment,
-    package_versions,
     resolve_amp,
     resolve_device,
 )
-from echolite.identity import baseline_inputs, describe_changes, run_identity
+from echolite.identity import amp_probe_inputs, baseline_inputs, describe_changes, run_identity
 from echolite.measure.training import training_step_seconds
 from echolite.metrics.bootstrap import resample_indices
 from echolite.report import write_report
@@ -119,10 +118,9 @@ def training_precision(cfg: RunConfig, device: torch.device, store: Store | None
     def probe() -> dict:
         if store is None:
             return measure()
-        entry = store.entry("amp", "training precision probe", {
-            "cpu": cpu_name(), "flags": sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx"))),
-            "device": device.type, "threads": torch.get_num_threads(), "model": cls.model_name(cfg),
-            "shape": list(shape), "versions": {"torch": package_versions()["torch"]}})
+        entry = store.entry("amp", "training precision probe", amp_probe_inputs(
+            cpu_name(), [f for f in cpu_flags() if f.startswith(("avx512", "amx"))], device.type,
+            torch.get_num_threads(), cls.model_name(cfg), shape))
         if dist_info()[0] != 0:  # process 0 times, the others take its timings (no shared disk needed)
             return broadcast(None)
         if entry.complete:

@@ -25,8 +25,7 @@ import torch
 from torch import nn
 
 from echolite.compress.base import CompressionError, Context
-from echolite.env import package_versions
-from echolite.identity import code_digest
+from echolite.identity import onnx_export_inputs, ranges_inputs
 from echolite.store import file_digest, tensors_digest
 
 log = logging.getLogger(__name__)
@@ -56,10 +55,8 @@ def float_export(module: nn.Module, ctx: Context) -> Path:
     if ctx.store is None:
         return export_onnx(copy.deepcopy(module).eval(), ctx.example_input, ctx.work_dir / "fp32.onnx",
                            ctx.input_name)
-    entry = ctx.store.entry("onnx", "fp32 onnx export", {
-        "weights": tensors_digest(module.state_dict()), "model": ctx.model_key,
-        "code": code_digest("stages"), "input_name": ctx.input_name,
-        "example_shape": list(ctx.example_input.shape), "versions": package_versions()})
+    entry = ctx.store.entry("onnx", "fp32 onnx export", onnx_export_inputs(
+        tensors_digest(module.state_dict()), ctx.model_key, ctx.input_name, ctx.example_input.shape))
     if entry.complete:
         log.info("reusing the float model's ONNX export %s", entry.path.name)
     else:
@@ -205,7 +202,6 @@ def ranges_entry(fp32: Path, calibrator: str, ctx: Context) -> tuple[Path, objec
     """The calibration-ranges file for this export, calibrator and calibration set (keyed)."""
     if ctx.store is None:  # nothing keyed to reuse: a fresh file, shared by this call's trials only
         return Path(tempfile.mkdtemp(prefix="ranges-", dir=ctx.work_dir)) / "ranges.json", None
-    entry = ctx.store.entry("ranges", f"ort ranges {calibrator}", {
-        "onnx": file_digest(fp32), "calibrator": calibrator, "calibration": ctx.calibration_key,
-        "versions": package_versions()})
+    entry = ctx.store.entry("ranges", f"ort ranges {calibrator}",
+                            ranges_inputs(file_digest(fp32), calibrator, ctx.calibration_key))
     return entry.path / "ranges.json", entry
