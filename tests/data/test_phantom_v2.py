@@ -195,6 +195,11 @@ def test_an_echolite_checkpoint_initialises_every_weight_but_the_data_statistics
     torch.save({"model": other.state_dict(), "config": {}}, tmp_path / "mean.pt")
     with pytest.raises(Exception, match="another architecture"):
         load_pretrained_backbone(dst, tmp_path / "mean.pt")
+    grey = EFRegressor("meanstd", channels="grey")  # same shapes, other meaning of the 3 channels
+    torch.save({"model": grey.state_dict(), "config": {"model": {"channels": "grey"}}}, tmp_path / "grey.pt")
+    with pytest.raises(Exception, match="reads grey channels, this one motion"):
+        load_pretrained_backbone(EFRegressor("meanstd", channels="motion"), tmp_path / "grey.pt")
+    load_pretrained_backbone(EFRegressor("meanstd", channels="grey"), tmp_path / "grey.pt")
 
 
 def test_the_tracings_follow_the_heart_where_the_video_shows_it():

@@ -128,6 +128,12 @@ def load_pretrained_backbone(model: EFRegressor, path: str | Path) -> str:
             raise EcholiteError(f"--pretrained {path}: an echolite checkpoint of another architecture "
                                 f"({len(wrong)} weights differ, e.g. {wrong[:2]}); use one of this model "
                                 f"({type(model).__name__}, pooling {type(model.pool).__name__})")
+        made = state["config"].get("model") or {}  # checkpoints before the channels setting read grey
+        if made and made.get("channels", "grey") != model.channels:
+            raise EcholiteError(f"--pretrained {path}: its model reads {made.get('channels', 'grey')} channels, "
+                                f"this one {model.channels} (same shapes, other meaning): set "
+                                f"model.channels={made.get('channels', 'grey')} or use a checkpoint of "
+                                f"{model.channels}")
         model.load_state_dict(weights, strict=False)
         return f"echolite checkpoint {path.name} (all weights; statistics of the new data kept)"
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
