@@ -30,7 +30,8 @@ def file_digests(paths: list[Path], memo_dir: Path | None) -> list[str]:
     if memo_path is not None and memo_path.is_file():
         try:
             memo = json.loads(memo_path.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, json.JSONDecodeError) as err:
+            log.warning("%s cannot be read (%s): every file is digested again", memo_path, err)
             memo = {}
     out, read = [], 0
     t0 = time.perf_counter()
