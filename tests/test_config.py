@@ -4,7 +4,7 @@ from echolite import EcholiteError
 from echolite.config import apply_overrides, from_dict, load_config, presets
 
 
-@pytest.mark.parametrize("name", ["smoke", "quick", "full"])
+@pytest.mark.parametrize("name", ["smoke", "quick", "full", "prune-sweep", "choose-defaults"])
 def test_every_shipped_preset_loads_with_its_recipes(name):
     assert name in presets()
     cfg = load_config(name)

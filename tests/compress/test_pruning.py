@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from ef_inputs import clips, ef_model
 from torch import nn
 
 from echolite.compress import (
@@ -25,25 +26,10 @@ from echolite.measure.complexity import macs_and_params
 from echolite.models.ef import EFRegressor
 from echolite.store import Store
 
-SIZE = 64
-
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    m = EFRegressor("meanstd", (40.0,) * 3, (50.0,) * 3, ef_mean=56.0, ef_std=12.0)
-    with torch.no_grad():
-        for mod in m.modules():  # distinct BatchNorm scales, so channel importances differ
-            if isinstance(mod, nn.BatchNorm2d):
-                mod.weight.uniform_(0.5, 1.5)
-        for _ in range(3):
-            m(torch.rand(4, 8, 3, SIZE, SIZE) * 255)
-    return m.eval()
-
-
-def clips(n, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.rand(1, 8, 3, SIZE, SIZE, generator=g) * 255 for _ in range(n)]
+    return ef_model(spread_bn=True)
 
 
 def make_ctx(tmp_path, finetune=None, store=None):

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from ef_inputs import SIZE, clips, ef_model
 
 from echolite.compress import (
     CompressionError,
@@ -18,25 +19,13 @@ from echolite.compress import (
 from echolite.compress.base import save_weights
 from echolite.compress.runners import open_runner
 from echolite.measure.size import file_bytes, state_dict_bytes
-from echolite.models.ef import EFRegressor
 
-SIZE = 64  # ResNet-18 runs on any frame size; small frames keep these tests fast
 N_CONVS, N_ADDS = 20, 8  # ResNet-18: 20 convolutions (3 downsample), 8 residual additions
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    m = EFRegressor("meanstd", (40.0,) * 3, (50.0,) * 3, ef_mean=56.0, ef_std=12.0)
-    with torch.no_grad():  # a few train-mode passes give BatchNorm realistic running statistics
-        for _ in range(3):
-            m(torch.rand(4, 8, 3, SIZE, SIZE) * 255)
-    return m.eval()
-
-
-def clips(n, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.rand(1, 8, 3, SIZE, SIZE, generator=g) * 255 for _ in range(n)]
+    return ef_model(spread_bn=False)
 
 
 def ctx(tmp_path, calib=None, finetune=None):

@@ -23,7 +23,7 @@ SEED = 0
 
 def digits_images() -> tuple[np.ndarray, np.ndarray]:
     """uint8 (1797, 3, 32, 32) images and int labels from scikit-learn's bundled digits."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # heavy (about 1 s): only the digits writer needs scikit-learn
 
     digits = load_digits()
     small = (digits.images / 16.0 * 255.0).astype(np.float32)  # (N, 8, 8), 0..255
@@ -34,7 +34,7 @@ def digits_images() -> tuple[np.ndarray, np.ndarray]:
 
 def write_digits(out: str | Path) -> Path:
     """Write the digits into ``out/cifar-10-batches-py``; returns that folder."""
-    import sklearn
+    import sklearn  # heavy, as above
 
     images, labels = digits_images()
     train, test = stratified_split(labels, round(len(labels) * TEST_FRACTION), SEED)
