@@ -226,3 +226,13 @@ def test_the_tracings_follow_the_heart_where_the_video_shows_it():
                 spec, scan=dataclasses.replace(spec.scan, breathing_cm=(0.0, 0.0), swing_cm=(0.0, 0.0))), t)
             assert not np.allclose(moved, still)
             assert mean_inside(video[t], moved) < min(mean_inside(video[t], still), 0.6 * video[t].mean())
+
+
+def test_the_realism_table_has_four_cells_in_every_row():
+    """Labels hold pipes (|frame-to-frame difference|): escaped, or the markdown row splits."""
+    import re
+
+    stats = realism.real_targets()
+    table = realism.format_table(realism.compare(stats, stats), "a", "b")
+    for line in table.splitlines():
+        assert len(re.findall(r"(?<!\\)\|", line)) == 5, line

@@ -245,7 +245,8 @@ def format_table(rows: list[dict], name: str, reference_name: str) -> str:
         ref = fmt(r["reference"])
         if r["range"] is not None:
             ref += f" ({fmt(r['range'][0])}–{fmt(r['range'][1])})"
-        lines.append(f"| {r['label']} | {fmt(r['value'])} | {ref} | {'✓' if r['inside'] else '✗'} |")
+        label = r["label"].replace("|", "\\|")  # a pipe inside a cell would split it
+        lines.append(f"| {label} | {fmt(r['value'])} | {ref} | {'✓' if r['inside'] else '✗'} |")
     return "\n".join(lines)
 
 
