@@ -7,7 +7,9 @@ and the VAL score; this file knows nothing of what is being predicted.
 Checkpoints (``torch.load(..., weights_only=True)`` safe: tensors, numbers, strings, lists, dicts):
   * ``last.pt``: after every epoch: model, optimizer, scheduler, GradScaler, RNG states (CPU and
     CUDA), history -> an exact resume;
-  * ``best.pt``: the epoch with the best VAL score: model, config, statistics, history.
+  * ``best.pt``: the epoch with the best VAL score (of tied epochs, the later: a VAL set that
+    saturates, 100 % accuracy, must not keep an early, barely trained epoch): model, config,
+    statistics, history.
 Both are written atomically (a kill mid-write leaves the previous file intact) by process 0. Under
 torchrun, process 0 reads ``last.pt`` and sends it to the others: ranks on other nodes need not
 see the same file system (they resume from what process 0 holds).
@@ -95,7 +97,7 @@ def fit(task, model: torch.nn.Module, schedule: Schedule, device: torch.device, 
         record: extra fields stored in both checkpoints (config, fingerprint, statistics).
         keep_best: load the best VAL epoch's weights at the end (else keep the last epoch's).
         score_start: score the weights before training too (epoch 0), so a fine-tuning that
-            only hurts VAL returns the weights it started from.
+            only hurts VAL returns the weights it started from (one that ties it is kept).
     """
     tc = task.cfg.train
     hib = task.metric(task.PRIMARY).higher_is_better
@@ -181,7 +183,7 @@ def fit(task, model: torch.nn.Module, schedule: Schedule, device: torch.device, 
         history.append(row)
         log.info("%s epoch %d/%d  loss %.4f  VAL %s %.4f  (%.0f s)", desc, epoch + 1, schedule.epochs,
                  row["train_loss"], task.PRIMARY, score, row["seconds"])
-        improved = best is None or better(score, best)
+        improved = best is None or not better(best, score)  # a tie goes to the later, longer-trained epoch
         if improved:
             best, best_epoch = score, epoch + 1
             if keep_best and out_dir is None:
