@@ -192,20 +192,27 @@ def test_fine_tuning_keeps_the_best_val_epoch_and_can_give_back_the_start(tmp_pa
     assert not all(torch.equal(v, start[k]) for k, v in model.state_dict().items())
 
 
-def test_of_tied_val_epochs_the_later_is_kept(tmp_path, monkeypatch):
-    """A VAL set that saturates (every epoch 100 %) must not keep the start or the first epoch: the
-    classification baseline kept its epoch 2 of 40 that way (TEST 93.3 % instead of 98 %)."""
-    from echolite.task_context import finetuner
+def test_of_tied_val_epochs_the_later_is_kept_and_a_nan_never_is(tmp_path, monkeypatch):
+    """A VAL set that saturates (every epoch 100 %) must not keep the start or an early epoch: the
+    digits baseline kept its epoch 2 of 40 that way (TEST 93.3 % instead of 98 %). A NaN score is
+    never the best; all NaN is an error."""
+    from echolite.train import Schedule, fit
 
     cfg = toy_config()
     task = ToyTask(cfg, ToyTask.prepare(cfg, tmp_path, None))
     torch.manual_seed(0)
     model = task.build_model(cfg)
-    start = {k: v.clone() for k, v in model.state_dict().items()}
-    monkeypatch.setattr(task, "val_score", lambda *args, **kwargs: 1.0)  # every epoch ties
-    history = finetuner(task, torch.device("cpu"))(model, 2, 0.01, keep_best=True)
-    assert [h["epoch"] for h in history] == [0, 1, 2]
-    assert not all(torch.equal(v, start[k]) for k, v in model.state_dict().items())  # not the start
+    scores = iter([1.0, 1.0, 1.0, 1.0])  # the start and three epochs, all tied
+    monkeypatch.setattr(task, "val_score", lambda *args, **kwargs: next(scores))
+    result = fit(task, model, Schedule(0.01, 3, 0.0, "cosine"), torch.device("cpu"), score_start=True)
+    assert result.best_epoch == 3
+    hib = task.metric(task.PRIMARY).higher_is_better
+    scores = iter([1.0, 2.0, float("nan")] if hib else [2.0, 1.0, float("nan")])
+    result = fit(task, model, Schedule(0.01, 2, 0.0, "cosine"), torch.device("cpu"), score_start=True)
+    assert result.best_epoch == 1 and result.best_score == (2.0 if hib else 1.0)
+    monkeypatch.setattr(task, "val_score", lambda *args, **kwargs: float("nan"))
+    with pytest.raises(EcholiteError, match="no epoch reached a finite VAL"):
+        fit(task, model, Schedule(0.01, 1, 0.0, "cosine"), torch.device("cpu"))
 
 
 @pytest.mark.parametrize("methods, message", [
@@ -340,14 +347,9 @@ def test_an_onnx_export_of_an_int8_program_with_no_int8_conv_is_refused(tmp_path
     assert row["status"] == "failed" and "runs none of the 2 convolutions" in row["error"]
 
 
-def test_a_failed_first_attempt_does_not_lock_its_folder_and_a_real_best_pt_is_never_unlinked(tmp_path):
-    """Issue 16: a folder whose earlier attempt left no results takes the next run's settings; a
-    user's own best.pt in a train folder is refused, not replaced by echolite's link."""
-    out = tmp_path / "run"
-    out.mkdir()
-    (out / "run-identity.json").write_text('{"baseline": {"data": {"seed": 99}}, "compress": {}}')
-    run(toy_config("compress.methods=[static-int8]"), out, torch.device("cpu"))
-    assert (out / "results.json").is_file()
+def test_a_real_best_pt_is_refused_before_any_training_and_never_unlinked(tmp_path):
+    """Issue 16: a user's own best.pt in a train folder is refused (before training), not replaced
+    by echolite's link."""
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "best.pt").write_bytes(b"my weights")
@@ -355,3 +357,4 @@ def test_a_failed_first_attempt_does_not_lock_its_folder_and_a_real_best_pt_is_n
     with pytest.raises(EcholiteError, match="best.pt is a file, not the link echolite writes"):
         pipeline.train(task, mine, torch.device("cpu"))
     assert (mine / "best.pt").read_bytes() == b"my weights"
+    assert not list((tmp_path / "store").glob("baseline-*"))  # nothing trained

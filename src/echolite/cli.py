@@ -216,7 +216,7 @@ def cmd_bench(args) -> int:
 
 def cmd_bench_data(args) -> int:
     cfg = apply_overrides(load_config(None), [f"data.root={args.data}"])
-    out = Path("runs") / "bench-data"
+    out = Path(args.out or Path("runs") / "bench-data")
     for line in bench_data(cfg, out, pipeline.store_for(out), args.split.upper(), args.workers,
                            args.batch_size, args.frames, args.size, args.sampling):
         print(line)
@@ -341,7 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench-data", help="clip loader throughput (clips/s) on a dataset split, "
                        "decoding AVI and from the frame cache, for 1..N workers")
     p.add_argument("--data", required=True)
-    p.add_argument("--cache-dir", default=None, help="where frame caches live (data.cache_dir)")
+    p.add_argument("--out", default=None, help="a folder whose store (beside it) holds the frame cache, as "
+                   "for `echolite cache --out` (default runs/bench-data)")
     p.add_argument("--split", default="TRAIN")
     p.add_argument("--workers", type=int, default=2, help="up to this many worker processes")
     p.add_argument("--batch-size", type=int, default=16)

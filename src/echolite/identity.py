@@ -51,6 +51,7 @@ __all__ = ["CODE", "section", "code_digest", "baseline_inputs", "model_inputs", 
 CODE = {
     "phantom": ("data/phantom", "data/video.py", "data/tracings.py"),
     "digits": ("data/digits.py", "data/cifar.py"),
+    "frames": ("data/video.py", "data/framecache.py"),
     "baseline": ("train.py", "env.py", "typed.py", "data", "models", "metrics", "tasks"),
     "stages": ("train.py", "env.py", "typed.py", "data", "models", "metrics", "tasks", "compress",
                "task_context.py", "measure/complexity.py"),
@@ -143,7 +144,7 @@ def stage_inputs(parent: str, step: dict, model_key: str, data_key: str | None) 
 
 def frames_inputs(decoding_version: int) -> dict:
     """How a video's frames are decoded (an entry of the frame cache is its bytes' digest + this)."""
-    return {"decoding": decoding_version,
+    return {"decoding": decoding_version, "code": code_digest("frames"),
             "versions": {"opencv-python-headless": package_versions()["opencv-python-headless"]}}
 
 

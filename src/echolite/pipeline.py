@@ -91,9 +91,6 @@ def claim(out: str | Path, task, scope: str = "run") -> None:
     wanted = identity if scope == "run" else {"baseline": identity["baseline"]}
     path = out / IDENTITY
     held = json.loads(path.read_text()) if path.is_file() else {}
-    if held and not any((out / name).exists() for name in (RESULTS, BEST)):
-        log.info("%s: the earlier attempt there left no results; the folder is this run's now", out)
-        held = {}  # a failed first attempt (a typo in a setting, say) does not lock the folder
     compared = {k: held[k] for k in wanted if k in held}
     changed = describe_changes(compared, {k: wanted[k] for k in compared})
     if changed:
@@ -167,16 +164,16 @@ def train(task, out: str | Path, device: torch.device) -> Path:
     entry `echolite run` of the same settings reuses); ``out/best.pt`` links to its checkpoint.
     Returns the path of the store's ``best.pt``. Under torchrun every process trains (DDP)."""
     out = Path(out)
+    link = out / BEST
+    if link.exists() and not link.is_symlink():  # before any training
+        raise EcholiteError(f"{link} is a file, not the link echolite writes: move it away or choose "
+                            "another --out")
     store = store_for(out)
     amp, note = training_precision(task.cfg, device, store)
     log.info("training precision: %s", note)
     best = baseline(task, store, device, amp)
     if dist_info()[0] == 0 and out.resolve() != best.parent.resolve():
         out.mkdir(parents=True, exist_ok=True)
-        link = out / BEST
-        if link.exists() and not link.is_symlink():
-            raise EcholiteError(f"{link} is a file, not the link echolite writes: move it away or choose "
-                                "another --out")
         link.unlink(missing_ok=True)
         link.symlink_to(os.path.relpath(best, out))
     return best

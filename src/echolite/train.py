@@ -183,7 +183,8 @@ def fit(task, model: torch.nn.Module, schedule: Schedule, device: torch.device, 
         history.append(row)
         log.info("%s epoch %d/%d  loss %.4f  VAL %s %.4f  (%.0f s)", desc, epoch + 1, schedule.epochs,
                  row["train_loss"], task.PRIMARY, score, row["seconds"])
-        improved = best is None or not better(best, score)  # a tie goes to the later, longer-trained epoch
+        # a tie goes to the later, longer-trained epoch; a NaN score never improves
+        improved = math.isfinite(score) and (best is None or not math.isfinite(best) or not better(best, score))
         if improved:
             best, best_epoch = score, epoch + 1
             if keep_best and out_dir is None:
@@ -201,6 +202,9 @@ def fit(task, model: torch.nn.Module, schedule: Schedule, device: torch.device, 
                                "epoch": epoch + 1, "best_score": best, "best_epoch": best_epoch,
                                "finished": epoch + 1 == schedule.epochs}, out_dir / LAST)
         barrier()
+    if best is None:  # every epoch scored NaN
+        raise EcholiteError(f"{desc}: no epoch reached a finite VAL {task.PRIMARY}: the training diverged "
+                            "(lower the learning rate)")
     if keep_best and best_state is not None and best_epoch != history[-1]["epoch"]:
         net.load_state_dict(best_state)
         log.info("%s: keeping epoch %d (best VAL %s %.4f)", desc, best_epoch, task.PRIMARY, best)

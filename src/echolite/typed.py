@@ -109,9 +109,15 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
             raise bad
         return value
     if base is float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad
-        return float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise bad from None
+        if not math.isfinite(value):
+            raise bad
+        return value
     if base is str:
         if not isinstance(value, str):
             raise bad

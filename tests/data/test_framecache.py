@@ -105,6 +105,11 @@ def test_a_video_shorter_than_its_row_is_refused_and_never_becomes_a_complete_en
     assert cache.clip(name, [0, decoded - 1]).shape[0] == 2
     with pytest.raises(IndexError, match=f"frame {decoded} asked of a cached video of {decoded}"):
         cache.clip(name, [decoded])
+    import pandas as pd  # a complete entry, and a FileList row that now declares more frames
+
+    table = pd.DataFrame({"FileName": [name], "NumberOfFrames": [decoded + 1]})
+    with pytest.raises(EcholiteError, match=f"{decoded} frames, FileList.csv declares {decoded + 1}"):
+        framecache.open_cache(folder, phantom_copy, table, contents, video_path, build_if_missing=True)
 
 
 def test_echolite_cache_drops_bad_rows_into_its_own_folder_never_into_the_data(phantom_copy, tmp_path, capsys):

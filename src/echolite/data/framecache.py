@@ -130,6 +130,7 @@ def build(folder: Path, root: Path, contents: dict[str, str], names: list[str], 
             tqdm(total=len(jobs), desc="frame cache", unit="video", disable=None) as bar:
         for name, header in pool.map(_decode, jobs, chunksize=8):
             if header["frames"] < counts[name]:
+                pool.shutdown(wait=False, cancel_futures=True)  # do not decode the queued videos first
                 raise EcholiteError(f"{video_path(root, name)}: decoded {header['frames']} frames, "
                                     f"FileList.csv declares {counts[name]}")
             bar.update(1)
@@ -162,7 +163,14 @@ def open_cache(folder: Path, root: Path, table, contents: dict[str, str], video_
         todo = []
     if not todo:
         log.info("reading frames from the frame cache at %s (%d videos)", folder, len(contents))
-        return FrameCache(folder, contents)
+        cache = FrameCache(folder, contents)
+        counts = dict(zip(table["FileName"], table["NumberOfFrames"].astype(int)))
+        short = [n for n in contents if cache.headers[n]["frames"] < counts[n]]
+        if short:
+            raise EcholiteError(f"{video_path(root, short[0])}: {cache.headers[short[0]]['frames']} frames, "
+                                f"FileList.csv declares {counts[short[0]]} ({len(short)} such video(s)): "
+                                "correct NumberOfFrames or drop the row")
+        return cache
     if len(todo) < len(contents):
         log.warning("a frame cache holds %d of these %d videos but data.frame_cache is off: decoding "
                     "AVIs instead (many times slower); `echolite cache --data ...` completes it",

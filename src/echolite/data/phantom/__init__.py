@@ -123,7 +123,7 @@ def synthesize(out: str | Path, n: int, seed: int = 0, size: int = 112, workers:
     provenance = {"generator": "echolite phantom", "version": version, "n": n, "seed": seed, "size": size,
                   "appearance": appearance,
                   "note": "procedural apical-4-chamber echo phantom; exact EF by the method of disks"}
-    atomic_write_text(held, json.dumps(provenance, indent=1))  # last: its presence = complete
+    atomic_write_text(held, json.dumps(provenance, indent=1))
     _atomic_csv(filelist, out / "FileList.csv")
     return out
 

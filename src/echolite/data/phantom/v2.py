@@ -106,7 +106,7 @@ def shift_cm(spec: VideoSpec, frames) -> np.ndarray:
     swing with contraction and a respiratory drift (its phase drawn from the video's own stream)."""
     scan = spec.scan
     frames = np.atleast_1d(np.asarray(frames))
-    phase = _rng(spec.seed, spec.split, spec.index, 2).uniform(0, 2 * np.pi)
+    phase = _rng(spec.seed, spec.split, spec.index, 3).uniform(0, 2 * np.pi)  # 1: speckle, 2: the scan
     breath = np.sin(2 * np.pi * (frames / spec.fps) / scan.breathing_s + phase)
     c = contraction(spec, frames)
     return c[:, None] * np.asarray(scan.swing_cm) + breath[:, None] * np.asarray(scan.breathing_cm)
