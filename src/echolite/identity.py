@@ -10,7 +10,7 @@ What each kind is made from:
 
   phantom    the phantom's version, size, number of videos and seed, and the code that draws it
   digits     the built-in digits: the code that writes them and scikit-learn's version
-  data       the dataset's content: its index rows and every item's bytes (digests), not where
+  data       the dataset's layout and content (dataset_key): its index rows and every item's bytes (digests), not where
              it lies (a moved or copied dataset keeps its key)
   frames     one video's bytes and the decoding, with OpenCV's version (one frame-cache entry per video)
   onnx       a float model's ONNX export: its weights, model key, input, code, package versions
@@ -43,8 +43,8 @@ from echolite.store import bytes_digest, describe_changes, digest, file_digest
 from echolite.typed import is_identity
 
 __all__ = ["CODE", "section", "code_digest", "baseline_inputs", "model_inputs", "data_inputs",
-           "stage_inputs", "run_identity", "phantom_inputs", "digits_inputs", "frames_inputs", "onnx_export_inputs",
-           "ranges_inputs", "amp_probe_inputs", "describe_changes"]
+           "stage_inputs", "run_identity", "phantom_inputs", "digits_inputs", "frames_inputs", "dataset_key",
+           "onnx_export_inputs", "ranges_inputs", "amp_probe_inputs", "describe_changes"]
 
 # echolite's source files that make each kind of entry (relative to the package; a folder means
 # every .py file in it, minus what EXCLUDED names inside it: a part named explicitly always counts)
@@ -146,6 +146,13 @@ def frames_inputs(decoding_version: int) -> dict:
     """How a video's frames are decoded (an entry of the frame cache is its bytes' digest + this)."""
     return {"decoding": decoding_version, "code": code_digest("frames"),
             "versions": {"opencv-python-headless": package_versions()["opencv-python-headless"]}}
+
+
+def dataset_key(layout: str, content: dict) -> str:
+    """A dataset's data key: its layout (what a loader makes of it) and its content (digests of
+    the index rows and of every item's bytes — never a path, so a moved copy keeps its key).
+    Tasks call this from ``prepare``; the key goes into every baseline and data-using stage."""
+    return digest({"layout": layout, **content})
 
 
 def onnx_export_inputs(weights: str, model_key: str, input_name: str, example_shape) -> dict:

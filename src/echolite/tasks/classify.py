@@ -19,12 +19,12 @@ from echolite import EcholiteError
 from echolite.data.cifar import META, TEST_BATCH, TRAIN_BATCHES, batches_dir, read_cifar, stratified_split
 from echolite.data.cifar import validate as validate_cifar
 from echolite.data.digits import write_digits
-from echolite.identity import digits_inputs
+from echolite.identity import dataset_key, digits_inputs
 from echolite.metrics.classification import accuracy, macro_f1
 from echolite.models.classify import OUTPUT_LAYERS, build_classifier
 from echolite.results import MB, ok_rows, size_bytes
 from echolite.settings import ClassifyDataConfig, ClassifyModelConfig, EvalConfig
-from echolite.store import digest, file_digest
+from echolite.store import file_digest
 from echolite.tasks.base import Budget, DataRef, EvalSet, Metric, Task
 
 log = logging.getLogger(__name__)
@@ -102,8 +102,9 @@ class ClassifyTask(Task):
                  "VAL": (data.train.images[val], data.train.labels[val]),
                  "TEST": (data.test.images, data.test.labels)}
         folder = batches_dir(root)
-        key = digest({"layout": "CIFAR-10 python", "val": [n_val, dc.val_seed],
-                      "files": {n: file_digest(folder / n) for n in (*TRAIN_BATCHES, TEST_BATCH, META)}})
+        key = dataset_key("CIFAR-10 python", {
+            "val": [n_val, dc.val_seed],
+            "files": {n: file_digest(folder / n) for n in (*TRAIN_BATCHES, TEST_BATCH, META)}})
         splits = {s: int(len(table[s][1])) for s in ("TRAIN", "VAL", "TEST")}
         return DataRef(folder, table, key, {"root": str(folder), "kind": kind, "splits": splits,
                                             "classes": len(data.classes)})

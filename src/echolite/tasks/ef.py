@@ -23,12 +23,12 @@ from echolite.data.fingerprint import file_digests
 from echolite.data.phantom import synthesize
 from echolite.data.sampler import EpochSampler
 from echolite.data.validate import drop_bad_rows, validate
-from echolite.identity import phantom_inputs
+from echolite.identity import dataset_key, phantom_inputs
 from echolite.measure.throughput import loader_throughput
 from echolite.metrics.regression import auc_below, mae, r2, rmse
 from echolite.models.ef import EFRegressor, load_pretrained_backbone
 from echolite.settings import EFDataConfig, EFEvalConfig, EFModelConfig
-from echolite.store import bytes_digest, digest
+from echolite.store import bytes_digest
 from echolite.tasks.base import Budget, DataRef, EvalSet, Metric, Task
 
 log = logging.getLogger(__name__)
@@ -91,8 +91,8 @@ class EFTask(Task):
         names = table["FileName"].tolist()
         contents = file_digests([video_path(root, n) for n in names], store.root if store else None)
         items = dict(zip(names, contents))
-        key = digest({"layout": "EchoNet-Dynamic", "clips": "uint8 grey (T, 1, H, W)",
-                      "table": bytes_digest([table.to_csv(index=False).encode()]), "videos": items})
+        key = dataset_key("EchoNet-Dynamic, uint8 grey clips (T, 1, H, W)", {
+            "table": bytes_digest([table.to_csv(index=False).encode()]), "videos": items})
         counts = {s: int((table["Split"] == s).sum()) for s in SPLITS}
         return DataRef(root, table, key, {"root": str(root), "kind": kind, "splits": counts}, items)
 
