@@ -31,7 +31,6 @@ CONFIG_CASES = [  # (--set, the message)
     ("compress.methods=[static-int8-typo]", "unknown method 'static-int8-typo'"),
     ("data.phantom_version=3", "data.phantom_version must be one of 1, 2, but got 3"),
     ("model.channels=rgb", "model.channels must be one of grey, motion, but got 'rgb'"),
-    ("model.pretrained=/nonexistent/r18.pth", "model.pretrained: /nonexistent/r18.pth: no such file"),
 ]
 
 
@@ -41,6 +40,16 @@ def test_a_bad_setting_is_one_line_before_any_work(override, message, tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "Traceback" not in err[0], err
     assert err[0].startswith("echolite: error: --set: ") and message in err[0], err[0]
+    assert not (tmp_path / "store").exists()  # nothing was generated or trained
+
+
+@pytest.mark.parametrize("flags", [["--pretrained", "/nonexistent/r18.pth"],
+                                   ["--set", "model.pretrained=/nonexistent/r18.pth"]])
+def test_a_missing_pretrained_file_is_one_line_before_any_work(flags, tmp_path, capsys):
+    code = main(["run", "--config", "smoke", *flags, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "Traceback" not in err[0], err
+    assert "model.pretrained: /nonexistent/r18.pth: no such file" in err[0], err[0]
     assert not (tmp_path / "store").exists()  # nothing was generated or trained
 
 

@@ -38,6 +38,7 @@ from echolite.env import (
     init_distributed,
     resolve_device,
 )
+from echolite.identity import pretrained_file
 from echolite.report import table_markdown, write_report
 from echolite.results import load_results
 from echolite.tasks import task_class
@@ -56,10 +57,7 @@ def _config(args):
         if value is not None:
             sets.append(f"{key}={value}")
     cfg = apply_overrides(cfg, sets)
-    pretrained = getattr(cfg.model, "pretrained", None)
-    if pretrained and not Path(pretrained).is_file():
-        raise EcholiteError(f"--set: model.pretrained: {pretrained}: no such file (name a local checkpoint "
-                            "or torchvision state dict, or leave --pretrained out)")
+    pretrained_file(cfg)  # a missing file: a one-line error before any work
     return cfg
 
 

@@ -44,7 +44,7 @@ from echolite.typed import is_identity
 
 __all__ = ["CODE", "section", "code_digest", "baseline_inputs", "model_inputs", "data_inputs",
            "stage_inputs", "run_identity", "phantom_inputs", "digits_inputs", "frames_inputs", "dataset_key",
-           "onnx_export_inputs", "ranges_inputs", "amp_probe_inputs", "describe_changes"]
+           "pretrained_file", "onnx_export_inputs", "ranges_inputs", "amp_probe_inputs", "describe_changes"]
 
 # echolite's source files that make each kind of entry (relative to the package; a folder means
 # every .py file in it, minus what EXCLUDED names inside it: a part named explicitly always counts)
@@ -101,13 +101,19 @@ def phantom_inputs(version: int, n: int, seed: int, size: int) -> dict:
     return {"version": version, "n": n, "seed": seed, "size": size, "code": code_digest("phantom")}
 
 
-def _baseline_part(task) -> dict:
-    cfg = task.cfg
+def pretrained_file(cfg) -> Path | None:
+    """The config's ``model.pretrained`` file (None when it names none); a name that is not a file
+    is an error: keyed as "no weights" it would reuse a baseline trained from scratch."""
     pretrained = getattr(cfg.model, "pretrained", None)
     if pretrained and not Path(pretrained).is_file():
-        # keying a missing file as "no weights" would reuse a baseline trained from scratch
         raise EcholiteError(f"model.pretrained: {pretrained}: no such file (name a local checkpoint or "
                             "torchvision state dict, or leave --pretrained out)")
+    return Path(pretrained) if pretrained else None
+
+
+def _baseline_part(task) -> dict:
+    cfg = task.cfg
+    pretrained = pretrained_file(cfg)
     return {"task": task.NAME, "data_key": task.data.key, "data": section(cfg.data),
             "model": section(cfg.model), "train": section(cfg.train),
             "pretrained": file_digest(pretrained) if pretrained else None}

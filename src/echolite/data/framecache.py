@@ -154,17 +154,16 @@ def open_cache(folder: Path, root: Path, table, contents: dict[str, str], video_
     says so (it is many times slower).
     """
     todo = missing(folder, contents)
+    counts = dict(zip(table["FileName"], table["NumberOfFrames"].astype(int)))
     if todo and build_if_missing:
         if len(todo) < len(contents):
             log.info("frame cache: %d of %d videos are new or changed since their frames were cached",
                      len(todo), len(contents))
-        counts = dict(zip(table["FileName"], table["NumberOfFrames"].astype(int)))
         build(folder, root, contents, todo, counts, video_path, workers)
         todo = []
     if not todo:
         log.info("reading frames from the frame cache at %s (%d videos)", folder, len(contents))
         cache = FrameCache(folder, contents)
-        counts = dict(zip(table["FileName"], table["NumberOfFrames"].astype(int)))
         short = [n for n in contents if cache.headers[n]["frames"] < counts[n]]
         if short:
             raise EcholiteError(f"{video_path(root, short[0])}: {cache.headers[short[0]]['frames']} frames, "
