@@ -9,21 +9,21 @@ from typing import ClassVar
 import numpy as np
 import pytest
 import torch
-from toy_task import ToyTask
+from toy_task import ToyTask, toy_config
 
 from echolite import EcholiteError, pipeline
 from echolite.compress import OnnxRuntimeConfig, StaticPTQConfig, apply
 from echolite.compress.base import _HANDLERS, Context, Stage, StepConfig, register
 from echolite.compress.recipes import Recipe, build, reference_stage
 from echolite.compress.runners import load_module, open_runner
-from echolite.config import apply_overrides, from_dict
+from echolite.config import from_dict
 from echolite.pipeline import run
 from echolite.store import Store
 from echolite.tasks import register_task, unregister_task
 
 ENGINE_SOURCES = ["compress", "measure", "benchmark.py", "bench.py", "report.py", "results.py", "train.py",
                   "store.py", "identity.py", "typed.py", "env.py", "task_context.py", "pipeline.py",
-                  "metrics/bootstrap.py", "tasks/base.py"]
+                  "metrics/bootstrap.py", "tasks/base.py", "search.py"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -31,15 +31,6 @@ def toy():
     register_task("toy", ToyTask)
     yield
     unregister_task("toy")
-
-
-def toy_config(*sets, recipes=None):
-    cfg = from_dict({"task": "toy", "name": "toy", "compress": {"recipes": recipes or {}}})
-    return apply_overrides(cfg, ["train.epochs=4", "train.lr=0.01", "train.batch_size=16",
-                                 "train.warmup_epochs=0", "eval.n_bootstrap=200",
-                                 "measure.latency_min_runs=3", "measure.latency_min_seconds=0",
-                                 "measure.throughput_batch=4", "compress.calib_items=8",
-                                 "compress.sensitivity_items=8", *sets])
 
 
 def test_engine_sources_contain_no_task_words():

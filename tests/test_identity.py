@@ -30,7 +30,7 @@ def keys(cfg) -> dict:
     return {"baseline": digest(baseline_inputs(task, None)),
             "model": digest(model_inputs(task, EXAMPLE, "x")),
             "data": digest(data_inputs(task, "calibration", None)),
-            "run": digest(run_identity(task))}
+            "run": digest(run_identity(task)), "search": digest(run_identity(task, search=True))}
 
 
 def _other_value(value, hint):
@@ -57,8 +57,9 @@ def _other_value(value, hint):
 
 
 # which keys a changed setting of each section must change (all others must stay)
-MUST_CHANGE = {"data": {"baseline", "model", "run"}, "model": {"baseline", "model", "run"},
-               "train": {"baseline", "run"}, "eval": {"run"}, "compress": {"run"}, "measure": {"run"}}
+MUST_CHANGE = {"data": {"baseline", "model", "run", "search"}, "model": {"baseline", "model", "run", "search"},
+               "train": {"baseline", "run", "search"}, "eval": {"run", "search"}, "compress": {"run", "search"},
+               "measure": {"run", "search"}, "search": {"search"}}  # a search folder's identity: its space too
 
 
 # the settings that are NOT in any key, each with why (written here, not read from the code under test)
@@ -76,7 +77,7 @@ NOT_IDENTITY = {
 def test_exactly_the_listed_settings_are_left_out_of_every_key():
     for task in ("ef", "cifar10"):
         cfg = from_dict({"task": task})
-        for section in ("data", "model", "train", "eval", "compress", "measure"):
+        for section in ("data", "model", "train", "eval", "compress", "measure", "search"):
             for f in dataclasses.fields(getattr(cfg, section)):
                 assert is_identity(f) == (f"{section}.{f.name}" not in NOT_IDENTITY), f"{task}: {section}.{f.name}"
 
@@ -84,7 +85,7 @@ def test_exactly_the_listed_settings_are_left_out_of_every_key():
 def _cases():
     for task in ("ef", "cifar10"):
         cfg = from_dict({"task": task})
-        for section in ("data", "model", "train", "eval", "compress", "measure"):
+        for section in ("data", "model", "train", "eval", "compress", "measure", "search"):
             obj = getattr(cfg, section)
             for f in dataclasses.fields(obj):
                 yield pytest.param(task, section, f.name, id=f"{task}-{section}.{f.name}")

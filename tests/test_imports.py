@@ -12,7 +12,7 @@ SRC = ROOT / "src" / "echolite"
 
 # top to bottom: a module may import modules of its own layer or below, never above
 LAYERS = [
-    {"cli"}, {"api"}, {"pipeline"}, {"bench", "benchmark", "report", "task_context"}, {"train"}, {"tasks"},
+    {"cli"}, {"api"}, {"pipeline"}, {"bench", "benchmark", "report", "search", "task_context"}, {"train"}, {"tasks"},
     {"config"}, {"settings", "figures"}, {"results", "compress"}, {"data", "models", "measure", "metrics"},
     {"identity"}, {"store", "env", "typed"},
 ]

@@ -7,14 +7,15 @@ measuring loop and the report run a task they were never written for.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from echolite.config import EvalConfig
+from echolite.config import EvalConfig, apply_overrides, from_dict
 from echolite.store import tensors_digest
-from echolite.tasks.base import Budget, DataRef, EvalSet, Metric, Task
+from echolite.tasks.base import Budget, DataRef, EvalSet, Metric, Task, logit_distill_loss
 from echolite.typed import setting
 
 SIZE, CLASSES = 16, 3
@@ -32,6 +33,7 @@ class ToyData:
 @dataclass
 class ToyModel:
     width: int = setting(8, "channels")
+    arch: Literal["toynet", "toynet-small"] = setting("toynet", "toynet-small: 2 channels (a student)")
 
 
 class ToyNet(nn.Module):
@@ -94,7 +96,7 @@ class ToyTask(Task):
 
     @classmethod
     def build_model(cls, cfg, stats=None):
-        return ToyNet(cfg.model.width)
+        return ToyNet(cfg.model.width if cfg.model.arch == "toynet" else 2)
 
     @classmethod
     def example_shape(cls, cfg):
@@ -107,7 +109,7 @@ class ToyTask(Task):
         return nn.functional.cross_entropy(output, target)
 
     def example_input(self):
-        return self.data.table["TEST"][0][:1].float()
+        return self.data.table[self.cfg.eval.split][0][:1].float()
 
     def calibration_inputs(self, n, split):
         return [x[None].float() for x in self.data.table[split][0][:n]]
@@ -125,5 +127,18 @@ class ToyTask(Task):
     def metric_fns(self):
         return {"accuracy": lambda y, p: float(np.mean(y == p))}
 
+    def distill_loss(self, output, teacher, temperature):
+        return logit_distill_loss(output, teacher, temperature)
+
     def compare(self, pred, ref_pred):
         return {"agreement": float(np.mean(pred == ref_pred))}
+
+
+def toy_config(*sets, recipes=None):
+    """A fast toy config (4 epochs, tiny timing budgets) with ``--set`` strings on top."""
+    cfg = from_dict({"task": "toy", "name": "toy", "compress": {"recipes": recipes or {}}})
+    return apply_overrides(cfg, ["train.epochs=4", "train.lr=0.01", "train.batch_size=16",
+                                 "train.warmup_epochs=0", "eval.n_bootstrap=200",
+                                 "measure.latency_min_runs=3", "measure.latency_min_seconds=0",
+                                 "measure.throughput_batch=4", "compress.calib_items=8",
+                                 "compress.sensitivity_items=8", *sets])

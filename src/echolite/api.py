@@ -20,10 +20,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from echolite import EcholiteError, pipeline
+from echolite import EcholiteError, benchmark, pipeline
 from echolite.compress.base import Stage
 from echolite.compress.runners import open_runner
-from echolite.config import RunConfig, apply_overrides, from_dict, load_config
+from echolite.config import RunConfig, apply_overrides, from_dict, load_config, with_model
 from echolite.env import resolve_device
 from echolite.results import load_results, size_bytes
 from echolite.tasks import task_class
@@ -117,4 +117,17 @@ def load_variant(run_dir: str | Path, name: str):
     results, row = _row(run_dir, name)
     cfg = from_dict(results["run"]["config"])
     stage = Stage.load(Path(run_dir) / results["run"]["store"] / row["store"])
-    return open_runner(stage, lambda: task_class(cfg.task).build_model(cfg), cfg.measure.threads)
+    return open_runner(stage, lambda overrides=None: task_class(cfg.task).build_model(with_model(cfg, overrides)),
+                       cfg.measure.threads)
+
+
+def search(cfg: RunConfig, out: str | Path, budget: str | None = None, dev: torch.device | None = None,
+           test_check: bool = True) -> dict:
+    """The fastest (or smallest, ``cfg.search.objective``) candidate within the budget, chosen on
+    VAL and checked on TEST (``echolite search``); returns the record of ``out/search.json``."""
+    return pipeline.search(cfg, out, dev or device(cfg.train.device), budget, test_check)
+
+
+def backbone_costs(task_cls, cfg: RunConfig, archs: list[str], work_dir: str | Path) -> list[dict]:
+    """Params, MACs, eager and ONNX Runtime p50 of each arch, untrained (``echolite backbones``)."""
+    return benchmark.backbone_costs(task_cls, cfg, archs, Path(work_dir))

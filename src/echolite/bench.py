@@ -13,7 +13,7 @@ import torch
 from echolite.benchmark import EXAMPLE_FILE, REFERENCE, time_variant
 from echolite.compress.base import Stage
 from echolite.compress.runners import open_runner
-from echolite.config import from_dict
+from echolite.config import from_dict, with_model
 from echolite.env import atomic_write_json, cpu_name
 from echolite.results import load_results
 from echolite.store import Store
@@ -37,8 +37,8 @@ def bench_run(run_dir: str | Path, min_runs: int | None = None, min_seconds: flo
     store = Store(run_dir / results["run"]["store"])
     cls = task_class(cfg.task)
 
-    def factory():
-        return cls.build_model(cfg)
+    def factory(overrides=None):
+        return cls.build_model(with_model(cfg, overrides))
 
     example = torch.load(run_dir / EXAMPLE_FILE, weights_only=True)
     timings, skipped = {}, []

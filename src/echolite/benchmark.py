@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -22,9 +23,11 @@ import onnxruntime as ort
 import torch
 
 from echolite.compress.backends.pt2e import EAGER, INDUCTOR
-from echolite.compress.base import CompressionError, Stage
+from echolite.compress.base import CompressionError, Context, Stage, apply
 from echolite.compress.recipes import Recipe, build, reference_stage
 from echolite.compress.runners import Runner, load_module, open_runner
+from echolite.compress.steps import OnnxRuntimeConfig
+from echolite.config import with_model
 from echolite.env import atomic_torch_save, cpu_name, pinned_threads
 from echolite.measure.complexity import macs_and_params
 from echolite.measure.latency import time_callable
@@ -118,6 +121,58 @@ def measure(name: str, stage: Stage, runner: Runner, task, evalset, idx, mc, exa
     log.info("%s [%s, %s]: %s %.4f, p50 %.2f ms", name, stage.runtime, stage.precision, task.PRIMARY,
              primary, latency["p50"])
     return row, pred
+
+
+def teacher_effect(rows: list[dict], task, evalset, idx) -> None:
+    """Each row built with a teacher (a distill step, alpha > 0) beside a row whose recipe is the
+    same but for alpha = 0 (the same student trained alone) gets ``details.vs_alone``: the paired
+    Δ of every metric, distilled minus alone, on the same resamples — does the teacher help?"""
+    def key(row):
+        return json.dumps([{**s, "alpha": None} if s["step"] == "distill" else s for s in row["recipe"]],
+                          sort_keys=True)
+
+    def alpha(row):
+        return next((s["alpha"] for s in row["recipe"] if s["step"] == "distill"), None)
+
+    ok = [r for r in rows if r.get("status") == "ok" and r.get("recipe")]
+    alone = {key(r): r for r in ok if alpha(r) == 0}
+    for r in ok:
+        other = alone.get(key(r)) if (alpha(r) or 0) > 0 else None
+        if other is not None:
+            r["details"]["vs_alone"] = {
+                "alone": other["name"], "split": evalset.split,
+                "paired_delta": paired_delta(task.metric_fns(), evalset.targets, np.asarray(r["prediction"]),
+                                             np.asarray(other["prediction"]), idx)}
+
+
+def backbone_costs(task_cls, cfg, archs: list[str], work_dir: Path) -> list[dict]:
+    """What each architecture costs on this CPU, untrained weights (accuracy needs training: the
+    ``student-<arch>`` recipes): parameters, MACs, batch-1 p50 in PyTorch eager and in ONNX Runtime,
+    in one process on the task's input shape, with ratios to the first arch's eager p50
+    (``echolite backbones``)."""
+    mc = cfg.measure
+    example = torch.rand(1, *task_cls.example_shape(cfg)) * 255
+    out = []
+    for arch in archs:
+        torch.manual_seed(0)
+        model = task_cls.build_model(with_model(cfg, {"arch": arch})).eval()
+        cx = macs_and_params(model, example)
+        with torch.no_grad():
+            eager = time_variant(lambda x, m=model: m(x), example, mc)["p50"]
+        folder = Path(work_dir) / arch
+        folder.mkdir(parents=True, exist_ok=True)
+        ctx = Context(example_input=example, calibration=lambda: iter([example]), work_dir=folder,
+                      input_name=task_cls.INPUT_NAME, threads=mc.threads)
+        stage = apply(OnnxRuntimeConfig(), Stage(model), ctx)
+        ort_p50 = time_variant(open_runner(stage, None, mc.threads), example, mc)["p50"]
+        out.append({"arch": arch, "params": cx["params"], "macs": cx["macs"], "eager_p50_ms": eager,
+                    "ort_p50_ms": ort_p50})
+        log.info("%s: %.2f M params, %.3f GMACs, eager %.2f ms, ONNX Runtime %.2f ms", arch, cx["params"] / 1e6,
+                 cx["macs"] / 1e9, eager, ort_p50)
+    for row in out:
+        row["eager_ratio"] = row["eager_p50_ms"] / out[0]["eager_p50_ms"]
+        row["ort_ratio"] = row["ort_p50_ms"] / out[0]["eager_p50_ms"]
+    return out
 
 
 def device_rows(task, model: torch.nn.Module, device: torch.device, evalset, idx, mc, example,
@@ -220,6 +275,7 @@ def measure_all(task, model: torch.nn.Module, recipes: list[Recipe], store, run_
         row["details"]["build_and_measure_seconds"] = round(time.perf_counter() - t0, 1)
         rows.append(row)
 
+    teacher_effect(rows, task, evalset, idx)
     if torch.cuda.is_available():  # GPU rows: labelled with their device, never compared with CPU rows
         rows += device_rows(task, model, torch.device("cuda"), evalset, idx, mc, example, ref_pred)
     last = time_variant(ref_runner, example, mc)

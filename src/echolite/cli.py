@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import time
+import typing
 from pathlib import Path
 
 from echolite import EcholiteError, __version__, api, pipeline
@@ -44,6 +45,7 @@ from echolite.results import load_results
 from echolite.tasks import task_class
 from echolite.tasks.ef import bench_data, frame_cache_tool
 from echolite.typed import describe as describe_fields
+from echolite.typed import hints
 
 log = logging.getLogger("echolite")
 SHORTCUTS = (("data", "data.root"), ("pooling", "model.pooling"), ("pretrained", "model.pretrained"),
@@ -192,6 +194,23 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_search(args) -> int:
+    cfg = _config(args)
+    name = f"search-{cfg.name}" if cfg.task == "ef" else f"search-{cfg.task}-{cfg.name}"
+    out = Path(args.out or Path("runs") / name)
+    _log_to(out)
+    if args.objective:
+        cfg.search.objective = args.objective
+    if args.max_minutes is not None:
+        cfg.search.max_minutes = args.max_minutes
+    cfg.search.__post_init__()
+    record = pipeline.search(cfg, out, init_distributed(resolve_device(cfg.train.device)), args.budget,
+                             not args.no_test_check)
+    print((out / "search.md").read_text())
+    print(f"search: {out / 'search.json'}; winner: {record['winner']}")
+    return 0
+
+
 def cmd_report(args) -> int:
     if args.table:
         print(table_markdown(load_results(args.run_dir)))
@@ -223,6 +242,23 @@ def cmd_bench_data(args) -> int:
 
 def cmd_bench_train(args) -> int:
     print(pipeline.bench_training_step(_config(args), args.steps))
+    return 0
+
+
+def cmd_backbones(args) -> int:
+    import tempfile
+
+    cfg = _config(args)
+    cls = task_class(cfg.task)
+    archs = args.archs or list(typing.get_args(hints(type(cfg.model))["arch"]))
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = api.backbone_costs(cls, cfg, archs, Path(tmp))
+    print(f"{cfg.task}: input {cls.example_shape(cfg)}, batch 1, {cfg.measure.threads} threads, untrained weights; "
+          f"ratios to {archs[0]} eager p50")
+    print(f"{'arch':<22} {'params M':>9} {'GMACs':>8} {'eager ms':>9} {'(×)':>7} {'ORT ms':>8} {'(×)':>7}")
+    for r in rows:
+        print(f"{r['arch']:<22} {r['params'] / 1e6:9.2f} {r['macs'] / 1e9:8.3f} {r['eager_p50_ms']:9.2f} "
+              f"{r['eager_ratio']:7.3f} {r['ort_p50_ms']:8.2f} {r['ort_ratio']:7.3f}")
     return 0
 
 
@@ -263,6 +299,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p)
     p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("search", help="the fastest (or smallest) student x pruning x INT8 runtime within an "
+                       "accuracy budget: chosen on VAL, checked on TEST")
+    _add_config_flags(p)
+    p.add_argument("--budget", default=None, help="5%% (relative, EF) or 0.5pp (accuracy); default: the task's")
+    p.add_argument("--objective", choices=["latency", "size"], default=None, help="default: search.objective")
+    p.add_argument("--max-minutes", type=float, default=None, help="start no candidate after this long")
+    p.add_argument("--out", default=None, help="search folder (default runs/search-<config name>)")
+    p.add_argument("--no-test-check", action="store_true", help="do not score the winner on TEST")
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("synth", help="write an echo phantom dataset in the EchoNet-Dynamic layout")
     p.add_argument("out")
@@ -360,6 +406,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", help="recipe names to expand (built-in or from --config's recipes)")
     _add_config_flags(p)
     p.set_defaults(func=cmd_recipes)
+
+    p = sub.add_parser("backbones", help="what every model.arch costs on this CPU (params, MACs, eager and ONNX "
+                       "Runtime p50, untrained weights) on the task's input")
+    p.add_argument("archs", nargs="*", help="archs to time (default: every one of the task; the first is the "
+                   "reference of the ratios)")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_backbones)
 
     p = sub.add_parser("settings", help="every config setting with its type, default and meaning")
     p.set_defaults(func=cmd_settings)

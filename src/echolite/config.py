@@ -13,6 +13,7 @@ value or method name is a one-line error before any work starts.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
@@ -33,13 +34,14 @@ from echolite.settings import (
     EFModelConfig,
     EvalConfig,
     MeasureConfig,
+    SearchConfig,
     TrainConfig,
 )
 from echolite.typed import build, check, coerce, hints
 from echolite.typed import describe as describe_fields
 
 DEFAULT_TASK = "ef"
-SECTIONS = ("data", "model", "train", "eval", "compress", "measure")
+SECTIONS = ("data", "model", "train", "eval", "compress", "measure", "search")
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class RunConfig:
     eval: Any = None  # the task's EvalConfig (an EvalConfig subclass)
     compress: CompressConfig = field(default_factory=CompressConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
     def __post_init__(self):
         sections = task_sections(self.task)
@@ -246,10 +249,31 @@ def validate(cfg: RunConfig, source: str) -> RunConfig:
         except EcholiteError as err:
             raise EcholiteError(f"{source}: {err}") from None
     try:
-        cfg.recipes()
+        for recipe in cfg.recipes():  # a student's model settings must be the task's too
+            for step in recipe.steps:
+                if hasattr(step, "model_overrides"):
+                    try:
+                        with_model(cfg, step.model_overrides())
+                    except EcholiteError as err:
+                        raise EcholiteError(f"compress.methods: {recipe.name}: {err}") from None
     except EcholiteError as err:
         raise EcholiteError(f"{source}: {err}") from None
     return cfg
+
+
+def with_model(cfg: RunConfig, overrides: dict | None) -> RunConfig:
+    """A copy of ``cfg`` whose model section has ``overrides`` (a stage's student settings, e.g.
+    ``{"arch": "mobilenet_v3_small"}``), validated like any other setting."""
+    if not overrides:
+        return cfg
+    out = copy.deepcopy(cfg)
+    for key, value in overrides.items():
+        _set(out, f"model.{key}", value, "student model")
+    check(out.model, "model")
+    post = getattr(out.model, "__post_init__", None)
+    if post:
+        post()
+    return out
 
 
 def section_from_dict(cls: type, raw: dict, where: str):
@@ -264,7 +288,8 @@ def save_config(cfg: RunConfig, path: str | Path) -> None:
 def describe() -> list[str]:
     """Every setting of every section with its doc (``echolite settings``)."""
     lines = []
-    for name, cls in (("train", TrainConfig), ("compress", CompressConfig), ("measure", MeasureConfig)):
+    for name, cls in (("train", TrainConfig), ("compress", CompressConfig), ("measure", MeasureConfig),
+                      ("search", SearchConfig)):
         lines += [f"{name}:", *describe_fields(cls)]
     for task, sections in _TASK_SECTIONS.items():
         for name in ("data", "model", "eval"):

@@ -22,6 +22,8 @@ What each kind is made from:
              process (exactly with train.freeze_bn; per-rank BatchNorm statistics differ a little
              otherwise), so a killed torchrun training resumes in one process and vice versa
   model      the task, its model and data settings and the example input's shape (every stage)
+  teacher    a teacher's outputs on every TRAIN item (distillation): its weights, its model
+             settings, the data key, the code that predicts
   stage      its parent stage + the step's config + model + the code that compresses + package
              versions (+ the training/calibration data, for steps that use data)
   run        a run folder's results: the baseline's inputs, the compress, eval and measure
@@ -44,7 +46,8 @@ from echolite.typed import is_identity
 
 __all__ = ["CODE", "section", "code_digest", "baseline_inputs", "model_inputs", "data_inputs",
            "stage_inputs", "run_identity", "phantom_inputs", "digits_inputs", "frames_inputs", "dataset_key",
-           "pretrained_file", "onnx_export_inputs", "ranges_inputs", "amp_probe_inputs", "describe_changes"]
+           "pretrained_file", "teacher_inputs", "onnx_export_inputs",
+           "ranges_inputs", "amp_probe_inputs", "describe_changes"]
 
 # echolite's source files that make each kind of entry (relative to the package; a folder means
 # every .py file in it, minus what EXCLUDED names inside it: a part named explicitly always counts)
@@ -161,6 +164,12 @@ def dataset_key(layout: str, content: dict) -> str:
     return digest({"layout": layout, **content})
 
 
+def teacher_inputs(weights: str, model: dict, data_key: str) -> dict:
+    """A teacher's stored outputs on TRAIN: its weights' digest, its model settings, the data."""
+    return {"weights": weights, "model": model, "data": data_key, "code": code_digest("stages"),
+            "versions": package_versions()}
+
+
 def onnx_export_inputs(weights: str, model_key: str, input_name: str, example_shape) -> dict:
     """A float model's ONNX export: its weights' digest, what model it is, the input it takes."""
     return {"weights": weights, "model": model_key, "code": code_digest("stages"), "input_name": input_name,
@@ -180,12 +189,15 @@ def amp_probe_inputs(cpu: str, flags: list[str], device: str, threads: int, mode
             "shape": list(shape), "versions": {"torch": package_versions()["torch"]}}
 
 
-def run_identity(task) -> dict:
+def run_identity(task, search: bool = False) -> dict:
     """What a run folder's results are made from: its baseline's inputs and how it compresses,
-    evaluates and measures."""
+    evaluates and measures (and, for a search folder, the search's space)."""
     cfg = task.cfg
-    return {"baseline": _baseline_part(task), "compress": section(cfg.compress), "eval": section(cfg.eval),
-            "measure": section(cfg.measure)}
+    out = {"baseline": _baseline_part(task), "compress": section(cfg.compress), "eval": section(cfg.eval),
+           "measure": section(cfg.measure)}
+    if search:
+        out["search"] = section(cfg.search)
+    return out
 
 
 def key(inputs: dict) -> str:

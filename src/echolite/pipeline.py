@@ -19,6 +19,7 @@ ranges-<key>/, amp-<key>/, frames/ (decoded videos). A run folder holds::
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ import torch
 
 from echolite import EcholiteError
 from echolite.benchmark import measure_all
+from echolite.compress.search.budget import parse_budget
 from echolite.config import RunConfig, apply_overrides, save_config
 from echolite.env import (
     atomic_write_json,
@@ -52,6 +54,7 @@ from echolite.metrics.bootstrap import resample_indices
 from echolite.report import write_report
 from echolite.results import FILE as RESULTS
 from echolite.results import write_results
+from echolite.search import run_search
 from echolite.store import Store, digest, file_digest
 from echolite.tasks import task_class
 from echolite.tasks.base import SPLITS, EvalSet, model_runner, predict_outputs
@@ -84,11 +87,12 @@ def prepare(cfg: RunConfig, out: str | Path, splits=SPLITS):
 def claim(out: str | Path, task, scope: str = "run") -> None:
     """A run folder holds the results of one run. ``scope="baseline"`` (``echolite train``) claims
     its baseline only; ``"run"`` claims what its results are made from too (how it compresses,
-    evaluates and measures). A run whose settings differ from what the folder holds is refused
+    evaluates and measures); ``"search"`` (``echolite search``) that and the search's space.
+    A run whose settings differ from what the folder holds is refused
     before any work (runs beside each other share the store: nothing is trained twice)."""
     out = Path(out)
-    identity = json.loads(json.dumps(run_identity(task), default=str))
-    wanted = identity if scope == "run" else {"baseline": identity["baseline"]}
+    identity = json.loads(json.dumps(run_identity(task, search=scope == "search"), default=str))
+    wanted = {"baseline": identity["baseline"]} if scope == "baseline" else identity
     path = out / IDENTITY
     held = json.loads(path.read_text()) if path.is_file() else {}
     compared = {k: held[k] for k in wanted if k in held}
@@ -253,6 +257,30 @@ def run(cfg: RunConfig, out: str | Path, device: torch.device) -> dict | None:
     if rank != 0:
         return None
     return compress(task, checkpoint, out, device)
+
+
+# --- the budgeted search ----------------------------------------------------------------------------
+def search(cfg: RunConfig, out: str | Path, device: torch.device, budget: str | None = None,
+           test_check: bool = True) -> dict:
+    """``echolite search``: the baseline (trained or reused), then every candidate of ``cfg.search``
+    built, scored on VAL and the winner checked on TEST (:mod:`echolite.search`). ``budget``: the
+    ``--budget`` text (``5%``, ``0.5pp``); None = ``eval.budget`` or the task's."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = copy.deepcopy(cfg)
+    cfg.eval.split = "VAL"  # examples, choices and scores from VAL; TEST is read once, for the winner
+    if budget is not None:
+        cfg.eval.budget = parse_budget(budget, task_class(cfg.task).BUDGET.relative)
+    cfg.recipes()
+    task = prepare(cfg, out)
+    claim(out, task, "search")
+    checkpoint = train(task, out, device)
+    end_distributed()
+    _, _, model, _ = load_checkpoint(checkpoint)
+    store = store_for(out)
+    amp, _ = training_precision(cfg, device, store)
+    save_config(cfg, out / "config.yaml")
+    return run_search(task, model, store, out, device, amp, task.budget().max_worsening, test_check)
 
 
 # --- evaluate a checkpoint on any data --------------------------------------------------------------------

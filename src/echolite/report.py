@@ -165,20 +165,40 @@ def table_markdown(results: dict) -> str:
             lat = r["latency_ms"]
             size = size_bytes(r)
             cx = complexity(r, results)
-            macs = [f"{cx['macs'] / 1e9:.2f} ({cx['macs'] / ref_macs:.2f}×)", f"{cx['params'] / 1e6:.2f}"] \
+            macs = [f"{cx['macs'] / 1e9:.3f} ({_ratio(cx['macs'] / ref_macs)})", f"{cx['params'] / 1e6:.2f}"] \
                 if show_macs else []
             lines.append("| " + " | ".join([
                 r["name"], r["method"] + (" (epoch 0 kept)" if training_note(r) else ""),
                 r["precision"], r["backend"],
-                f"{size / MB:.2f} ({size / ref_size:.2f}×)",
+                f"{size / MB:.2f} ({_ratio(size / ref_size)})",
                 "—" if r.get("size_compressed_bytes") is None else _fmt(r["size_compressed_bytes"] / MB),
                 _metric_cell(v[p["key"]], p["fmt"]),
                 "—" if d is None else _delta_cell(d, p["fmt"], rel),
                 *[format(v[m["key"]]["value"], m["fmt"]) for m in others], *macs,
-                f"{_ms(lat['p50'])} / {_ms(lat['p90'])} ({lat['p50'] / ref_p50:.2f}×)",
+                f"{_ms(lat['p50'])} / {_ms(lat['p90'])} ({_ratio(lat['p50'] / ref_p50)})",
                 f"{lat['throughput_items_per_s']:.1f}",
             ]) + " |")
     return "\n".join(lines)
+
+
+def teacher_lines(results: dict) -> list[str]:
+    """Distilled students beside the same students trained alone (rows' ``details.vs_alone``)."""
+    p = primary(results)
+    pairs = [r for r in ok_rows(results) if r["details"].get("vs_alone")]
+    if not pairs:
+        return []
+    lines = ["Does the teacher help? Each distilled student minus the same student trained alone (same "
+             f"steps and epochs, alpha 0), paired on the same {pairs[0]['details']['vs_alone']['split']} "
+             "resamples:", ""]
+    for r in pairs:
+        d = r["details"]["vs_alone"]["paired_delta"][p["key"]]
+        lines.append(f"- `{r['name']}` vs `{r['details']['vs_alone']['alone']}`: Δ{p['label']} "
+                     f"{_delta_cell(d, p['fmt'], False)} ({100 * d['relative']:+.1f} %)")
+    return lines + [""]
+
+
+def _ratio(x: float) -> str:
+    return f"{x:.3f}×" if x < 0.1 else f"{x:.2f}×"
 
 
 def header_lines(results: dict) -> list[str]:
@@ -224,6 +244,7 @@ def write_report(run_dir: str | Path) -> Path:
              "## Summary", "", *summary_lines(results), "", *task.report_sections(results),
              "## Variants", "", *header_lines(results), "", table_markdown(results), ""]
     lines += device_table(results)
+    lines += teacher_lines(results)
     notes = dropped_notes(results)
     if notes:
         lines += ["Bootstrap notes:", "", *notes, ""]

@@ -31,7 +31,7 @@ from echolite.env import atomic_write_json
 SCHEMA = 2
 FILE = "results.json"
 MB = 1e6
-FAMILIES = ("reference", "fp32 runtimes", "quantization", "pruning", "stacks")
+FAMILIES = ("reference", "fp32 runtimes", "quantization", "pruning", "stacks", "students")
 
 
 def load_results(run_dir: str | Path) -> dict:

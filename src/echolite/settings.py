@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from echolite import EcholiteError
+from echolite.models.backbones import ARCHS
+from echolite.models.classify import CLASSIFIERS
 from echolite.typed import setting
 
 
@@ -85,19 +87,27 @@ class CompressConfig:
     finetune_warmup: float = setting(0.3, "epochs of learning-rate warm-up of a fine-tuning")
     prune_importance: Literal["l1", "l2", "bn", "taylor"] = setting("l1", "structured pruning's channel criterion")
     prune_keep: list[str] = setting([], "module names never pruned (besides the output)")
+    distill_alpha: float = setting(0.7, "distill-*: weight of the match to the teacher (chosen on VAL: README)")
+    distill_temperature: float = setting(4.0, "distill-*: softening of classification logits")
+    distill_epochs: int = setting(5, "distill-* and student-*: the student's training epochs")
+    distill_lr: float = setting(1.0e-3, "distill-* and student-*: the student's peak learning rate")
+    distill_items: int = setting(0, "distill-* and student-*: TRAIN items per epoch; 0 = all")
     sensitivity_items: int = setting(48, "VAL items scoring per-layer sensitivity / the fallback search")
     fallback_max_rel_delta: float = setting(0.03, "the fallback keeps layers fp32 until within this of fp32")
     fallback_max_layers: int = setting(4, "at most this many layers kept in fp32 by the fallback")
 
     def __post_init__(self):
         at_least = {"calib_items": 1, "sensitivity_items": 1, "qat_epochs": 1, "finetune_epochs": 1,
-                    "qat_items": 0, "finetune_items": 0, "fallback_max_layers": 0}
+                    "qat_items": 0, "finetune_items": 0, "fallback_max_layers": 0, "distill_epochs": 1,
+                    "distill_items": 0}
         for name, low in at_least.items():
             if getattr(self, name) < low:
                 raise EcholiteError(f"compress.{name} must be >= {low}, got {getattr(self, name)}")
-        for name in ("qat_lr", "finetune_lr"):
+        for name in ("qat_lr", "finetune_lr", "distill_lr", "distill_temperature"):
             if getattr(self, name) <= 0:
                 raise EcholiteError(f"compress.{name} must be > 0 (a learning rate), got {getattr(self, name)}")
+        if not 0.0 <= self.distill_alpha <= 1.0:
+            raise EcholiteError(f"compress.distill_alpha must be in [0, 1], got {self.distill_alpha}")
         if self.finetune_warmup < 0 or self.fallback_max_rel_delta < 0:
             raise EcholiteError("compress.finetune_warmup and compress.fallback_max_rel_delta must be >= 0")
 
@@ -113,6 +123,33 @@ class MeasureConfig:
         if self.threads < 1 or self.throughput_batch < 1 or self.latency_min_runs < 1:
             raise EcholiteError("measure.threads, measure.throughput_batch and measure.latency_min_runs "
                                 "must be positive")
+
+
+@dataclass
+class SearchConfig:
+    """``echolite search``: the space of candidates (students × structured pruning × runtimes, plus
+    any recipes listed), the budget and the objective. Candidates are recipe names of
+    ``echolite recipes``; ``teacher`` stands for the task's own model."""
+
+    students: list[str] = setting(["teacher", "mobilenet_v3_small", "plain-cnn"],
+                                  "architectures (a distill- recipe's <arch>[-s<frame size>]; teacher = the "
+                                  "task's model, quantized/pruned without distillation)")
+    prune: list[int] = setting([0, 50], "structured pruning percentages (0 = unpruned); pruned ones are fine-tuned")
+    runtimes: list[str] = setting(["int8-ort", "int8-ov"], "recipe tails: int8-ort | int8-ov | int8 | ort | ov")
+    recipes: list[str] = setting([], "further recipe names scored as candidates")
+    objective: Literal["latency", "size"] = setting("latency", "the fastest (p50) or the smallest (file bytes) wins")
+    max_minutes: float = setting(60.0, "no new candidate is started after this many minutes")
+    items: int = setting(0, "VAL items candidates are scored on; 0 = all of VAL")
+
+    def __post_init__(self):
+        tails = {"int8-ort", "int8-ov", "int8", "ort", "ov"}
+        bad = [t for t in self.runtimes if t not in tails]
+        if bad or not self.runtimes:
+            raise EcholiteError(f"search.runtimes: {bad or 'empty'}: use some of {', '.join(sorted(tails))}")
+        if any(not 0 <= p < 100 for p in self.prune) or not self.prune:
+            raise EcholiteError(f"search.prune: percentages in [0, 100), got {self.prune}")
+        if self.max_minutes <= 0 or self.items < 0:
+            raise EcholiteError("search.max_minutes must be > 0 and search.items >= 0")
 
 
 # --- ef: ejection fraction from echo videos (echolite.tasks.ef) -----------------------------------------
@@ -154,6 +191,10 @@ class EFDataConfig:
 
 @dataclass
 class EFModelConfig:
+    arch: Literal[ARCHS] = setting("resnet18", "the backbone (echolite.models.backbones): per frame, or "
+                                               "r2plus1d_18 on the clip")
+    frame_size: int = setting(0, "frames average-pooled to this size inside the model (a cheaper student on "
+                                 "the same input); 0 = data.size")
     pooling: Literal["mean", "meanstd"] = setting("meanstd", "temporal pooling (chosen on VAL: see README)")
     channels: Literal["grey", "motion"] = setting(
         "motion", "backbone input: grey (repeated) | motion (frame, deviation from the clip, difference); "
@@ -161,6 +202,11 @@ class EFModelConfig:
     pretrained: str | None = setting(None, "initial weights from a local file: an echolite checkpoint (e.g. "
                                            "phantom-trained) or a torchvision ResNet-18 state dict",
                                      identity=False)  # its bytes are in the baseline's key
+
+
+    def __post_init__(self):
+        if self.frame_size < 0 or 0 < self.frame_size < 8:
+            raise EcholiteError(f"model.frame_size must be 0 (off) or >= 8, got {self.frame_size}")
 
 
 @dataclass
@@ -182,7 +228,7 @@ class ClassifyDataConfig:
 
 @dataclass
 class ClassifyModelConfig:
-    arch: Literal["tutorial-cnn", "resnet18-cifar"] = setting("tutorial-cnn", "the classifier")
+    arch: Literal[CLASSIFIERS] = setting("tutorial-cnn", "the classifier (echolite.models.classify)")
     label_smoothing: float = setting(0.1, "of the training loss's targets")
 
     def __post_init__(self):

@@ -1,16 +1,24 @@
 """Where a task meets the compression engine: the :class:`~echolite.compress.base.Context` a task's
-data, loop and metric make (calibration batches, the fine-tuning loop, a score on VAL items,
-gradient batches), keyed by what each part is made from (:mod:`echolite.identity`)."""
+data, loop and metric make (calibration batches, the fine-tuning and distillation loops, a score
+on VAL items, gradient batches, students), keyed by what each part is made from
+(:mod:`echolite.identity`)."""
 
 from __future__ import annotations
+
+import logging
 
 import torch
 
 from echolite import EcholiteError
 from echolite.compress.base import Context
-from echolite.identity import data_inputs, model_inputs
+from echolite.config import with_model
+from echolite.identity import data_inputs, model_inputs, section, teacher_inputs
 from echolite.store import digest, tensors_digest
+from echolite.tasks.base import model_runner, predict_outputs
 from echolite.train import Schedule, fit
+
+log = logging.getLogger(__name__)
+TEACHER_FILE = "teacher_outputs.pt"
 
 
 def compression_context(task, store, device: torch.device, amp=None) -> Context:
@@ -22,15 +30,19 @@ def compression_context(task, store, device: torch.device, amp=None) -> Context:
         raise EcholiteError(f"calibration set is empty ({cc.calib_split} split)")
     calib_key = tensors_digest(calib)
     example = task.example_input()
+    data_key = digest(data_inputs(task, calib_key, amp))
     return Context(example_input=example, calibration=lambda: iter(calib),
                    work_dir=store.root, input_name=task.INPUT_NAME, threads=cfg.measure.threads,
-                   calibration_key=calib_key, data_key=digest(data_inputs(task, calib_key, amp)),
+                   calibration_key=calib_key, data_key=data_key,
                    model_key=digest(model_inputs(task, example.shape, task.INPUT_NAME)),
                    finetune=finetuner(task, device, amp),
                    score=lambda fn, n: task.score_subset(fn, n),
                    higher_is_better=task.metric(task.PRIMARY).higher_is_better,
-                   model_factory=lambda: task.build_model(cfg), store=store,
-                   protected=task.OUTPUT_LAYERS, gradient_batches=lambda n: gradient_batches(task, n))
+                   model_factory=lambda overrides=None: task.build_model(with_model(cfg, overrides)),
+                   student=lambda overrides: task.build_model(with_model(cfg, overrides), task.init_stats()),
+                   distill=distiller(task, store, device, amp, data_key), store=store,
+                   protected=lambda overrides=None: task.output_layers(with_model(cfg, overrides)),
+                   gradient_batches=lambda n: gradient_batches(task, n))
 
 
 def gradient_batches(task, n: int) -> list:
@@ -61,3 +73,67 @@ def finetuner(task, device: torch.device, amp=None):
         return result.history
 
     return finetune
+
+
+class WithTeacher(torch.utils.data.Dataset):
+    """TRAIN items whose target is ``(target, the teacher's output on that item)``."""
+
+    def __init__(self, base, teacher: torch.Tensor):
+        if len(teacher) != len(base):
+            raise EcholiteError(f"{len(teacher)} stored teacher outputs for {len(base)} TRAIN items")
+        self.base, self.teacher = base, teacher
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, item):
+        x, y = self.base[item]
+        index = item[0] if isinstance(item, tuple) else item  # (index, augmentation seed) in training
+        return x, (y, self.teacher[index])
+
+
+def teacher_outputs(task, teacher: torch.nn.Module, overrides: dict, store, data_key: str) -> tuple[torch.Tensor, dict]:
+    """The teacher's outputs on every TRAIN item, in dataset order, on the item's evaluation view
+    (deterministic frames, no augmentation): computed once and stored, keyed by the teacher's
+    weights, its model settings and the data (:func:`echolite.identity.teacher_inputs`)."""
+    weights = tensors_digest(teacher.state_dict())
+    model = section(with_model(task.cfg, overrides).model)
+    entry = store.entry("teacher", "teacher", teacher_inputs(weights, model, data_key))
+    if not entry.complete:
+        log.info("computing the teacher's outputs on TRAIN (%s)", entry.describe_miss())
+        train = task.eval_set("TRAIN")
+        with entry.build() as tmp:
+            outputs = predict_outputs(model_runner(teacher.eval()), train, max(task.EVAL_BATCH, 16))
+            torch.save({"outputs": outputs, "ids": list(train.ids)}, tmp / TEACHER_FILE)
+    else:
+        log.info("reusing the teacher's outputs %s", entry.path.name)
+    saved = torch.load(entry.path / TEACHER_FILE, weights_only=True)
+    return saved["outputs"], {"teacher_outputs": entry.path.name, "teacher_items": len(saved["outputs"])}
+
+
+def distiller(task, store, device: torch.device, amp, data_key: str):
+    """The task's loop as the engine's ``distill(student, teacher, ...)`` callback: loss =
+    ``(1 - alpha) * task loss + alpha * task.distill_loss(student output, teacher output, T)``."""
+
+    def distill(student: torch.nn.Module, teacher: torch.nn.Module, teacher_model: dict, epochs: int, lr: float,
+                alpha: float, temperature: float, max_items: int = 0,
+                warmup_epochs: float = 0.0) -> tuple[list[dict], dict]:
+        info = {}
+        dataset = task.train_dataset()
+        loss = task.loss
+        if alpha > 0:
+            outputs, info = teacher_outputs(task, teacher, teacher_model, store, data_key)
+            dataset = WithTeacher(dataset, outputs)
+
+            def loss(output, target):
+                truth, taught = target
+                return (1 - alpha) * task.loss(output, truth) + alpha * task.distill_loss(output, taught, temperature)
+
+        student.to(device)
+        result = fit(task, student, Schedule(lr, epochs, warmup_epochs, "cosine"), device, amp=amp,
+                     max_items=max_items, keep_best=True, desc="distill" if alpha > 0 else "student",
+                     dataset=dataset, loss=loss)
+        student.cpu()
+        return result.history, info
+
+    return distill

@@ -84,7 +84,8 @@ class FitResult:
 
 def fit(task, model: torch.nn.Module, schedule: Schedule, device: torch.device, *, amp=None,
         max_items: int = 0, on_epoch=None, out_dir: Path | None = None, record: dict | None = None,
-        keep_best: bool = True, score_start: bool = False, desc: str = "train") -> FitResult:
+        keep_best: bool = True, score_start: bool = False, desc: str = "train", dataset=None,
+        loss=None) -> FitResult:
     """Train ``model`` in place on the task's TRAIN items; select on VAL with the primary metric.
 
     Args:
@@ -98,6 +99,8 @@ def fit(task, model: torch.nn.Module, schedule: Schedule, device: torch.device, 
         keep_best: load the best VAL epoch's weights at the end (else keep the last epoch's).
         score_start: score the weights before training too (epoch 0), so a fine-tuning that
             only hurts VAL returns the weights it started from (one that ties it is kept).
+        dataset, loss: TRAIN items and ``loss(output, target)`` instead of the task's (distillation:
+            items whose target carries the teacher's output too); VAL scoring is the task's.
     """
     tc = task.cfg.train
     hib = task.metric(task.PRIMARY).higher_is_better
@@ -107,7 +110,8 @@ def fit(task, model: torch.nn.Module, schedule: Schedule, device: torch.device, 
         raise EcholiteError(f"train.batch_size={tc.batch_size} is the global batch: it must be divisible "
                             f"by the {world} processes")
     batch = tc.batch_size // world  # per process; the global batch is the same at any world size
-    dataset = task.train_dataset()
+    dataset = task.train_dataset() if dataset is None else dataset
+    loss_fn = task.loss if loss is None else loss
     sampler = EpochSampler(len(dataset), tc.seed, max_items, rank, world, batch)
     loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True,
                         num_workers=task.num_workers)
@@ -163,10 +167,10 @@ def fit(task, model: torch.nn.Module, schedule: Schedule, device: torch.device, 
                    dynamic_ncols=True, disable=None)  # no bar when stderr is not a terminal
         for x, target in bar:
             x = x.to(device, non_blocking=True).float()
-            target = target.to(device)
+            target = [t.to(device) for t in target] if isinstance(target, list | tuple) else target.to(device)
             with autocast(device, amp):
                 out = forward(x)
-            loss = task.loss(out.float(), target)
+            loss = loss_fn(out.float(), target)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if tc.grad_clip > 0:

@@ -55,9 +55,17 @@ class Context:
             task's training loop, run in place on ``module`` (QAT, fine-tuning after pruning).
         score: ``score(predict_fn, n) -> float``: the task's primary metric on ``n`` fixed VAL
             items (accuracy-aware searches); ``higher_is_better`` says which way is better.
-        model_factory: a fresh module of the task's architecture (weights come from files).
+        model_factory: ``model_factory(overrides=None)``: a fresh module of the task's architecture,
+            or of the task's model settings with ``overrides`` (a stage's ``model``, e.g.
+            ``{"arch": "mobilenet_v3_small"}``); weights come from files.
+        student: ``student(overrides) -> module``: a fresh module of those settings, initialised
+            with the TRAIN statistics (input normalisation, output scale) a training starts from.
+        distill: ``distill(student, teacher, epochs, lr, alpha, temperature, max_items, warmup_epochs)
+            -> (history, teacher info)``: the task's loop on ``student`` with the loss mixed with a
+            match to the teacher's outputs (stored per TRAIN item, keyed by the teacher's weights).
         store: the run's keyed store, for sub-artifacts shared by steps (exports, ranges).
-        protected: module names whose outputs are the model's outputs (never pruned).
+        protected: ``protected(overrides) -> names``: modules whose outputs are the model's outputs
+            (never pruned), for the architecture of a stage's ``model``.
         gradient_batches: ``gradient_batches(n) -> [(inputs, targets, loss_fn), ...]`` of TRAIN,
             for methods scored by gradients (Taylor importance).
     """
@@ -73,9 +81,11 @@ class Context:
     finetune: Callable[..., list] | None = None
     score: Callable[[Callable], float] | None = None
     higher_is_better: bool = False
-    model_factory: Callable[[], torch.nn.Module] | None = None
+    model_factory: Callable[..., torch.nn.Module] | None = None
+    student: Callable[[dict], torch.nn.Module] | None = None
+    distill: Callable[..., tuple[list, dict]] | None = None
     store: object | None = None
-    protected: tuple[str, ...] = ()
+    protected: Callable[[dict], tuple[str, ...]] = lambda overrides: ()
     gradient_batches: Callable[[int], Iterable] | None = None
 
 
@@ -91,6 +101,8 @@ class Stage:
             one is the file the runtime loads, the others are extra deployables.
         details: one dict per applied step: what actually ran.
         methods: the method label of every applied step (e.g. ["structured-prune", "finetune"]).
+        model: the model settings this stage's module differs in from the task's (a student's
+            ``{"arch": ..., "frame_size": ...}``); empty = the task's own architecture.
     """
 
     module: torch.nn.Module | None
@@ -99,6 +111,7 @@ class Stage:
     artifacts: dict[str, Path] = field(default_factory=dict)
     details: list[dict] = field(default_factory=list)
     methods: list[str] = field(default_factory=list)
+    model: dict = field(default_factory=dict)
 
     def then(self, method: str, details: dict, **changes) -> Stage:
         """The next stage: same fields unless changed, with one more step recorded."""
@@ -118,7 +131,7 @@ class Stage:
                 raise CompressionError(f"artifact {path} is not inside the stage folder {folder}")
             arts[kind] = path.name
         record = {"precision": self.precision, "runtime": self.runtime, "artifacts": arts,
-                  "details": self.details, "methods": self.methods}
+                  "details": self.details, "methods": self.methods, "model": self.model}
         (folder / STAGE_FILE).write_text(json.dumps(record, indent=1, default=str))
 
     @classmethod
@@ -126,7 +139,7 @@ class Stage:
         record = json.loads((folder / STAGE_FILE).read_text())
         return cls(module=module, precision=record["precision"], runtime=record["runtime"],
                    artifacts={k: folder / v for k, v in record["artifacts"].items()},
-                   details=record["details"], methods=record["methods"])
+                   details=record["details"], methods=record["methods"], model=record["model"])
 
 
 class StepConfig:
@@ -135,7 +148,7 @@ class StepConfig:
     Attributes:
         key: its name in YAML recipes (``static_ptq``).
         method: the label of its rows' method column.
-        family: quantization | pruning | training | runtime (groups rows in the report).
+        family: quantization | pruning | training | students | runtime (groups rows in the report).
         consumes: FLOAT or QUANTIZED ("any PyTorch module").
         produces: FLOAT, QUANTIZED or RUNTIME (nothing may follow a RUNTIME step).
         uses_data: whether its output depends on the task's data (calibration, fine-tuning).
@@ -155,6 +168,11 @@ class StepConfig:
                    and not (f.default_factory is not dataclasses.MISSING
                             and getattr(self, f.name) == f.default_factory())]
         return f"{self.key}({', '.join(changed)})"
+
+    def key_dict(self) -> dict:
+        """What of the config goes into its stage's key (the config; a step naming a file puts
+        the file's content there instead)."""
+        return self.as_dict()
 
     def as_dict(self) -> dict:
         return {"step": self.key, **{k: list(v) if isinstance(v, tuple) else v

@@ -42,8 +42,10 @@ class Recipe:
 
     @property
     def family(self) -> str:
-        """fp32 runtimes | quantization | pruning | stacks (how the report groups rows)."""
+        """fp32 runtimes | quantization | pruning | stacks | students (how the report groups rows)."""
         kinds = {s.family for s in self.steps}
+        if "students" in kinds:
+            return "students"
         if "pruning" in kinds:
             return "stacks" if "quantization" in kinds else "pruning"
         return "quantization" if "quantization" in kinds else "fp32 runtimes"
@@ -185,6 +187,24 @@ def _unstructured(cc, pct, layer=None, gradual=None, ft=None, tail=None):
     return steps + (_TAILS[tail](cc) if tail else [])
 
 
+_STUDENT_TAILS = ("int8", "int8-ort", "int8-ov", "ort", "ov")
+
+
+@builtin(r"(?P<kind>distill|student)-(?P<arch>[a-z0-9_]+(?:-[a-z0-9_]+)*?)(?:-s(?P<size>[0-9]+))?"
+         r"(?:-(?P<pruned>structured(?P<pct>[1-9][0-9]?)-ft))?"
+         r"(?:-(?P<tail>int8|int8-ort|int8-ov|ort|ov))?",
+         "distill|student-<arch>[-s<frame size>][-structured<P>-ft][-int8|-int8-ort|-int8-ov|-ort|-ov]")
+def _student(cc, kind, arch, size=None, pruned=None, pct=None, tail=None):
+    """A student distilled from the task's model (``student-``: the same student trained alone,
+    alpha 0), optionally pruned and fine-tuned, then a runtime."""
+    steps = [_steps()["distill"](arch=arch, frame_size=int(size or 0), alpha=cc.distill_alpha if kind == "distill"
+                                 else 0.0, temperature=cc.distill_temperature, epochs=cc.distill_epochs,
+                                 lr=cc.distill_lr, max_items=cc.distill_items)]
+    if pruned:
+        steps += _structured(cc, pct, ft="-ft")
+    return steps + (_TAILS[tail](cc) if tail else [])
+
+
 # --- parsing -----------------------------------------------------------------------------------
 def parse_steps(name: str, raw) -> tuple[StepConfig, ...]:
     """A YAML recipe (a list of ``key`` or ``{key: {field: value}}``) as step configs."""
@@ -292,7 +312,7 @@ def build(recipe: Recipe, base: Stage, base_key: str, ctx: Context, store,
     info = {"steps": []}
     n = len(recipe.steps)
     for i, step in enumerate(recipe.steps, 1):
-        inputs = stage_inputs(parent, step.as_dict(), ctx.model_key, ctx.data_key if step.uses_data else None)
+        inputs = stage_inputs(parent, step.key_dict(), ctx.model_key, ctx.data_key if step.uses_data else None)
         entry = store.entry("stage", f"{recipe.name}#{i}", inputs)
         if entry.complete:
             log.info("%s: step %d/%d %s: reusing %s", recipe.name, i, n, step.label(), entry.path.name)

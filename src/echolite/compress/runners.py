@@ -64,10 +64,12 @@ def rebuild_from_state_dict(module: nn.Module, state: dict) -> nn.Module:
         if tuple(w.shape) == tuple(mod.weight.shape):
             continue
         if isinstance(mod, nn.Conv2d):
-            if mod.groups != 1:
+            depthwise = mod.groups == mod.in_channels == mod.out_channels and mod.groups > 1
+            if mod.groups != 1 and not depthwise:
                 raise CompressionError(f"{name}: grouped convolutions cannot be resized")
-            new = nn.Conv2d(w.shape[1], w.shape[0], mod.kernel_size, mod.stride, mod.padding,
-                            mod.dilation, 1, mod.bias is not None, mod.padding_mode)
+            groups = w.shape[0] if depthwise else 1
+            new = nn.Conv2d(w.shape[1] * groups, w.shape[0], mod.kernel_size, mod.stride, mod.padding,
+                            mod.dilation, groups, mod.bias is not None, mod.padding_mode)
         elif isinstance(mod, nn.BatchNorm2d):
             new = nn.BatchNorm2d(w.shape[0], mod.eps, mod.momentum, mod.affine, mod.track_running_stats)
         else:
@@ -78,19 +80,21 @@ def rebuild_from_state_dict(module: nn.Module, state: dict) -> nn.Module:
     return module
 
 
-def load_module(stage: Stage, model_factory: Callable[[], nn.Module] | None) -> nn.Module:
-    """The PyTorch module of a saved stage (float weights or a saved program)."""
+def load_module(stage: Stage, model_factory: Callable[..., nn.Module] | None) -> nn.Module:
+    """The PyTorch module of a saved stage (float weights or a saved program).
+
+    ``model_factory(overrides)`` builds the stage's architecture (``stage.model``: a student's)."""
     if "state_dict" in stage.artifacts:
         if model_factory is None:
             raise CompressionError("loading float weights needs the task's model factory")
         state = torch.load(stage.artifacts["state_dict"], map_location="cpu", weights_only=True)
-        return rebuild_from_state_dict(model_factory(), state).eval()
+        return rebuild_from_state_dict(model_factory(stage.model), state).eval()
     if "pt2" in stage.artifacts:
         return load_program(stage.artifacts["pt2"])
     raise CompressionError(f"stage with artifacts {sorted(stage.artifacts)} holds no PyTorch module")
 
 
-def open_runner(stage: Stage, model_factory: Callable[[], nn.Module] | None, threads: int) -> Runner:
+def open_runner(stage: Stage, model_factory: Callable[..., nn.Module] | None, threads: int) -> Runner:
     """A runner for ``stage`` loaded from its files, on ``stage.runtime``."""
     if stage.runtime == ORT:
         path = Path(stage.artifacts["onnx"])

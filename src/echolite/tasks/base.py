@@ -148,6 +148,16 @@ class Task(abc.ABC):
         return cls.NAME
 
     @classmethod
+    def output_layers(cls, cfg) -> tuple[str, ...]:
+        """Modules of ``cfg``'s architecture whose outputs are the model's outputs (never pruned)."""
+        return cls.OUTPUT_LAYERS
+
+    def distill_loss(self, output: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+        """How far a student's outputs are from the teacher's stored outputs (distillation's match
+        term, on the same scale as :meth:`loss`)."""
+        raise NotImplementedError(f"task {self.NAME} has no distillation loss")
+
+    @classmethod
     @abc.abstractmethod
     def example_shape(cls, cfg) -> tuple[int, ...]:
         """Shape of one input item (without the batch dimension)."""
@@ -274,6 +284,14 @@ class Task(abc.ABC):
                 "metrics": [asdict(m) for m in self.METRICS],
                 "budget": {**asdict(budget), "text": budget.describe(primary)},
                 "model": self.model_name(self.cfg), "figures": list(self.FIGURES)}
+
+
+def logit_distill_loss(output: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton's distillation loss for classifiers: KL(teacher || student) of the logits softened at
+    ``temperature``, times T² (so its gradients keep their scale as T changes)."""
+    t = float(temperature)
+    return torch.nn.functional.kl_div(torch.log_softmax(output / t, dim=1), torch.log_softmax(teacher / t, dim=1),
+                                      reduction="batchmean", log_target=True) * t * t
 
 
 def model_runner(model: torch.nn.Module, device: torch.device | None = None, amp=None) -> Callable:

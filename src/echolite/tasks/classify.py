@@ -25,7 +25,7 @@ from echolite.models.classify import OUTPUT_LAYERS, build_classifier
 from echolite.results import MB, ok_rows, size_bytes
 from echolite.settings import ClassifyDataConfig, ClassifyModelConfig, EvalConfig
 from echolite.store import file_digest
-from echolite.tasks.base import Budget, DataRef, EvalSet, Metric, Task
+from echolite.tasks.base import Budget, DataRef, EvalSet, Metric, Task, logit_distill_loss
 
 log = logging.getLogger(__name__)
 DIGITS_FOLDER = "digits-cifar10"
@@ -70,7 +70,6 @@ class ClassifyTask(Task):
 
     def __init__(self, cfg, data: DataRef, store=None):
         super().__init__(cfg, data)
-        self.OUTPUT_LAYERS = OUTPUT_LAYERS[cfg.model.arch]
         self.classes = data.table["classes"]
 
     # --- data ---------------------------------------------------------------------------------
@@ -126,6 +125,10 @@ class ClassifyTask(Task):
         return cfg.model.arch
 
     @classmethod
+    def output_layers(cls, cfg) -> tuple[str, ...]:
+        return OUTPUT_LAYERS[cfg.model.arch]
+
+    @classmethod
     def example_shape(cls, cfg) -> tuple[int, ...]:
         return (3, 32, 32)
 
@@ -143,9 +146,12 @@ class ClassifyTask(Task):
         smoothing = self.cfg.model.label_smoothing
         return torch.nn.functional.cross_entropy(output, target, label_smoothing=smoothing)
 
+    def distill_loss(self, output: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+        return logit_distill_loss(output, teacher, temperature)
+
     # --- compression and evaluation -----------------------------------------------------------
     def example_input(self) -> torch.Tensor:
-        return torch.from_numpy(self.data.table["TEST"][0][:1]).float()
+        return torch.from_numpy(self.data.table[self.cfg.eval.split][0][:1]).float()
 
     def calibration_inputs(self, n: int, split: str) -> list[torch.Tensor]:
         return [x.unsqueeze(0).float() for x in self.eval_set(split, limit=n, seed=1).inputs]

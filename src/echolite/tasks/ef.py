@@ -140,11 +140,14 @@ class EFTask(Task):
     def build_model(cls, cfg, stats: dict | None = None) -> torch.nn.Module:
         stats = stats or {"pixel_mean": [0.0] * 3, "pixel_std": [1.0] * 3, "ef_mean": 0.0, "ef_std": 1.0}
         return EFRegressor(cfg.model.pooling, stats["pixel_mean"], stats["pixel_std"],
-                           stats["ef_mean"], stats["ef_std"], cfg.model.channels)
+                           stats["ef_mean"], stats["ef_std"], cfg.model.channels, cfg.model.arch,
+                           cfg.model.frame_size)
 
     @classmethod
     def model_name(cls, cfg) -> str:
-        return f"resnet18-{cfg.model.pooling}" + ("-motion" if cfg.model.channels == "motion" else "")
+        m = cfg.model
+        return (f"{m.arch}" + ("" if m.arch == "r2plus1d_18" else f"-{m.pooling}")
+                + ("-motion" if m.channels == "motion" else "") + (f"-{m.frame_size}px" if m.frame_size else ""))
 
     @classmethod
     def example_shape(cls, cfg) -> tuple[int, ...]:
@@ -166,6 +169,10 @@ class EFTask(Task):
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean squared error in units of the TRAIN EF standard deviation."""
         return (((output - target) / self.ef_stats[1]) ** 2).mean()
+
+    def distill_loss(self, output: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+        """Mean squared distance to the teacher's EF, in the same units as :meth:`loss`."""
+        return self.loss(output, teacher.reshape(output.shape))
 
     # --- compression and evaluation -----------------------------------------------------------
     def example_input(self) -> torch.Tensor:

@@ -144,19 +144,22 @@ def quantizer(config, keep_fp32=()):
 def count_quantized_ops(gm: torch.fx.GraphModule) -> dict:
     """How many convs/linears have int8 weights, and how many adds get quantized inputs.
 
-    A conv counts when its weight comes from ``dequantize_per_channel/tensor`` of an int8 tensor
+    Every convolution (1-, 2- or 3-D) is in ``conv_total``, so a network whose 3-D convolutions
+    the quantizer leaves in float is not reported as int8. A conv counts as int8 when its weight
+    comes from ``dequantize_per_channel/tensor`` of an int8 tensor
     and its activation from ``dequantize_per_tensor``; this is what oneDNN lowering fuses.
     """
     def is_dq(n):
         return isinstance(n, torch.fx.Node) and n.op == "call_function" and \
             str(n.target).startswith(f"{qd}.dequantize")
 
+    convs = (aten.conv1d.default, aten.conv2d.default, aten.conv3d.default)  # every conv counts in the total
     counts = Counter()
     for node in gm.graph.nodes:
         if node.op != "call_function":
             continue
-        if node.target in (aten.conv2d.default, aten.linear.default):
-            kind = "conv" if node.target == aten.conv2d.default else "linear"
+        if node.target in (*convs, aten.linear.default):
+            kind = "conv" if node.target in convs else "linear"
             counts[f"{kind}_total"] += 1
             if is_dq(node.args[0]) and is_dq(node.args[1]):
                 counts[f"{kind}_int8"] += 1
@@ -235,7 +238,7 @@ def finish_int8(stage: Stage, converted, cfg, ctx: Context, details: dict) -> St
         raise CompressionError(f"{cfg.key}: nothing was quantized ({counts}); the quantizer "
                                "annotated nothing — refusing to report an fp32 model as int8")
     if counts.get("conv_int8", 0) < counts.get("conv_total", 0) and not details.get("keep_fp32"):
-        raise CompressionError(f"{cfg.key}: only {counts['conv_int8']} of {counts['conv_total']} convs "
+        raise CompressionError(f"{cfg.key}: only {counts.get('conv_int8', 0)} of {counts['conv_total']} convs "
                                "quantized without keep_fp32")
     pt2 = ctx.work_dir / "model.pt2"
     torch.export.save(export_program(converted, ctx.example_input), pt2)

@@ -4,6 +4,7 @@ Importing this package registers every step. Adding a step = copying a neighbour
 """
 
 from echolite.compress.steps.compile import CompileConfig
+from echolite.compress.steps.distill import DistillConfig
 from echolite.compress.steps.dynamic_ptq import DynamicPTQConfig
 from echolite.compress.steps.finetune import FineTuneConfig
 from echolite.compress.steps.onnxruntime import OnnxRuntimeConfig
@@ -13,5 +14,5 @@ from echolite.compress.steps.static_ptq import StaticPTQConfig
 from echolite.compress.steps.structured import StructuredPruneConfig
 from echolite.compress.steps.unstructured import UnstructuredPruneConfig
 
-__all__ = ["CompileConfig", "DynamicPTQConfig", "FineTuneConfig", "OnnxRuntimeConfig", "OrtStaticConfig",
-           "QATConfig", "StaticPTQConfig", "StructuredPruneConfig", "UnstructuredPruneConfig"]
+__all__ = ["CompileConfig", "DistillConfig", "DynamicPTQConfig", "FineTuneConfig", "OnnxRuntimeConfig",
+           "OrtStaticConfig", "QATConfig", "StaticPTQConfig", "StructuredPruneConfig", "UnstructuredPruneConfig"]

@@ -71,7 +71,7 @@ def structured_prune(stage: Stage, cfg: StructuredPruneConfig, ctx: Context) -> 
                "global_pruning": cfg.global_pruning, "macs_before": before["macs"],
                "params_before": before["params"]}
     if cfg.ratio > 0:
-        keep = set(cfg.keep) | set(ctx.protected)
+        keep = set(cfg.keep) | set(ctx.protected(stage.model))
         missing = sorted(keep - {n for n, _ in module.named_modules()})
         if missing:
             raise CompressionError(f"{cfg.key}: keep names no module: {missing}")

@@ -57,7 +57,7 @@ class UnstructuredPruneConfig(StepConfig):
 @register(UnstructuredPruneConfig)
 def unstructured_prune(stage: Stage, cfg: UnstructuredPruneConfig, ctx: Context) -> Stage:
     module = copy.deepcopy(stage.module).eval()
-    keep = tuple(cfg.keep) + tuple(ctx.protected)
+    keep = tuple(cfg.keep) + tuple(ctx.protected(stage.model))
     layers = prunable(module, keep)
     if not layers:
         raise CompressionError(f"{cfg.key}: no conv/linear layer left to prune (keep={keep})")

@@ -1,0 +1,67 @@
+"""The accuracy-budgeted search's space and rule, apart from how candidates are built and measured.
+
+The space is students × structured-pruning ratios × runtimes (plus recipes the user lists), each a
+recipe name of :mod:`echolite.compress.recipes`, so every candidate is built through the store
+(shared prefixes — a student distilled once serves all its prunings and runtimes — built once, a
+killed search resumes from what was built). The rule: among candidates whose paired 95 % bound of
+Δ(primary metric) on the selection split is within the budget, the fastest (or smallest) wins.
+"""
+
+from __future__ import annotations
+
+import math
+
+from echolite import EcholiteError
+
+TEACHER = "teacher"
+_TEACHER_TAILS = {"int8": "static-int8", "int8-ort": "static-int8-ort", "int8-ov": "static-int8-ov",
+                  "ort": "fp32-onnxruntime", "ov": "fp32-openvino"}
+
+
+def candidate_names(students: list[str], prune: list[int], runtimes: list[str], recipes: list[str]) -> list[str]:
+    """Recipe names of the space, cheapest first (the teacher's, then each student's: a student is
+    distilled once, then pruned/exported), without duplicates."""
+    names = []
+    for student in students:
+        for pct in prune:
+            for tail in runtimes:
+                if student == TEACHER:
+                    name = _TEACHER_TAILS[tail] if pct == 0 else f"structured{pct}-ft-{tail}"
+                else:
+                    name = f"distill-{student}" + (f"-structured{pct}-ft" if pct else "") + f"-{tail}"
+                names.append(name)
+    names += list(recipes)
+    seen, out = set(), []
+    for n in names:
+        if n not in seen:
+            seen.add(n)
+            out.append(n)
+    if not out:
+        raise EcholiteError("search: the space is empty (search.students, search.prune, search.runtimes)")
+    return out
+
+
+def parse_budget(text: str, relative: bool) -> float:
+    """``--budget``: ``5%`` (a relative budget: 0.05), ``0.5pp`` (percentage points of an accuracy)
+    or a plain number in the task's budget units; a form that does not fit the task is an error."""
+    t = str(text).strip().lower()
+    try:
+        if t.endswith("pp"):
+            if relative:
+                raise EcholiteError(f"--budget {text}: this task's budget is relative (e.g. 5%), not in pp")
+            return float(t[:-2])
+        if t.endswith("%"):
+            if not relative:
+                raise EcholiteError(f"--budget {text}: this task's budget is in percentage points (e.g. 0.5pp)")
+            return float(t[:-1]) / 100
+        return float(t)
+    except ValueError:
+        raise EcholiteError(f"--budget {text}: expected e.g. 5% (relative) or 0.5pp (accuracy points)") from None
+
+
+def choose(records: list[dict], budget: float, objective: str) -> dict | None:
+    """The winner: of the records with a finite ``bound`` <= ``budget``, the least ``p50_ms``
+    (objective latency) or ``size_bytes`` (objective size); ties go to the better bound."""
+    key = "p50_ms" if objective == "latency" else "size_bytes"
+    ok = [r for r in records if r.get("bound") is not None and math.isfinite(r["bound"]) and r["bound"] <= budget]
+    return min(ok, key=lambda r: (r[key], r["bound"])) if ok else None
