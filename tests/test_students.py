@@ -24,12 +24,21 @@ class ReadOfTest(AssertionError):
 
 
 class _NoTest(dict):
-    """A data table whose TEST split raises when anything reads it."""
+    """A data table whose TEST split raises when anything reads it (by key, get, or iteration)."""
 
     def __getitem__(self, key):
         if key == "TEST":
             raise ReadOfTest("TEST was read")
         return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default  # noqa: SIM401 - the guarded __getitem__
+
+    def values(self):
+        raise ReadOfTest("every split was read")
+
+    def items(self):
+        raise ReadOfTest("every split was read")
 
 
 class ToyNoTest(ToyTask):
@@ -86,6 +95,11 @@ def test_distillation_stores_the_teachers_outputs_and_moves_the_student_towards_
     assert "reusing the teacher's outputs" in caplog.text  # keyed by the teacher's weights: computed once
     _, alone = ctx.distill(task.build_model(with_model(cfg, {"arch": "toynet-small"})), teacher, {}, 1, 0.02, 0.0, 2.0)
     assert alone == {}  # alpha 0: the student alone, no teacher
+    with torch.no_grad():
+        teacher.head.bias.add_(1.0)  # other teacher weights: other outputs, computed again
+    caplog.clear()
+    _, again = ctx.distill(task.build_model(with_model(cfg, {"arch": "toynet-small"})), teacher, {}, 1, 0.02, 0.5, 2.0)
+    assert "computing the teacher's outputs" in caplog.text and again["teacher_outputs"] != info["teacher_outputs"]
 
 
 def test_student_recipes_expand_to_distill_then_prune_then_runtime():
@@ -99,6 +113,8 @@ def test_student_recipes_expand_to_distill_then_prune_then_runtime():
     assert (alone.steps[0].arch, alone.steps[0].frame_size, alone.steps[0].alpha) == ("plain-cnn", 56, 0.0)
     with pytest.raises(EcholiteError, match="model.arch must be one of toynet, toynet-small"):
         toy_config("compress.methods=[distill-nonet-int8-ort]")
+    with pytest.raises(EcholiteError, match="search: distill-nonet-ort: .*model.arch must be one of"):
+        toy_config("search.students=[nonet]", "search.runtimes=[ort]")  # when the config loads, before any work
 
 
 def test_search_space_budget_and_rule():
@@ -107,6 +123,8 @@ def test_search_space_budget_and_rule():
                      "distill-a-cnn-int8-ort", "distill-a-cnn-ov", "distill-a-cnn-structured50-ft-int8-ort",
                      "distill-a-cnn-structured50-ft-ov", "qat-int8"]
     assert parse_budget("5%", True) == 0.05 and parse_budget("0.5pp", False) == 0.5
+    with pytest.raises(EcholiteError, match="did you mean 5%"):
+        parse_budget("5", True)
     with pytest.raises(EcholiteError, match="percentage points"):
         parse_budget("5%", False)
     with pytest.raises(EcholiteError, match="relative"):
@@ -142,3 +160,12 @@ def test_search_chooses_on_val_without_reading_test_then_checks_the_winner_on_te
     assert again["winner"] in within  # re-timed in this process: the fastest may be another one within
     assert again["counts"]["steps_built"] == 0 and again["counts"]["steps_reused"] >= 6  # nothing rebuilt
     assert np.isfinite([c["p50_ms"] for c in ok]).all()
+
+
+def test_a_student_frame_size_must_divide_the_input_when_the_config_loads():
+    from echolite.config import apply_overrides, load_config
+
+    with pytest.raises(EcholiteError, match="distill-plain-cnn-s48-ort: frame size 48 does not divide data.size=112"):
+        apply_overrides(load_config("smoke"), ["compress.methods=[distill-plain-cnn-s48-ort]"])
+    cfg = apply_overrides(load_config("smoke"), ["compress.methods=[distill-plain-cnn-s56-ort]"])
+    assert cfg.recipes()[0].steps[0].model_overrides() == {"arch": "plain-cnn", "frame_size": 56}

@@ -255,7 +255,7 @@ def cmd_backbones(args) -> int:
         rows = api.backbone_costs(cls, cfg, archs, Path(tmp))
     print(f"{cfg.task}: input {cls.example_shape(cfg)}, batch 1, {cfg.measure.threads} threads, untrained weights; "
           f"ratios to {archs[0]} eager p50")
-    print(f"{'arch':<22} {'params M':>9} {'GMACs':>8} {'eager ms':>9} {'(×)':>7} {'ORT ms':>8} {'(×)':>7}")
+    print(f"{'arch':<22} {'params M':>9} {'GMACs':>8} {'eager ms':>9} {'(×ref)':>7} {'ORT ms':>8} {'(×ref)':>7}")
     for r in rows:
         print(f"{r['arch']:<22} {r['params'] / 1e6:9.2f} {r['macs'] / 1e9:8.3f} {r['eager_p50_ms']:9.2f} "
               f"{r['eager_ratio']:7.3f} {r['ort_p50_ms']:8.2f} {r['ort_ratio']:7.3f}")

@@ -23,7 +23,9 @@ from typing import Any
 import yaml
 
 from echolite import EcholiteError
+from echolite.compress.recipes import parse_method
 from echolite.compress.recipes import resolve as resolve_recipes
+from echolite.compress.search.budget import candidate_names
 from echolite.env import atomic_write_text
 from echolite.settings import (
     ClassifyDataConfig,
@@ -249,16 +251,35 @@ def validate(cfg: RunConfig, source: str) -> RunConfig:
         except EcholiteError as err:
             raise EcholiteError(f"{source}: {err}") from None
     try:
-        for recipe in cfg.recipes():  # a student's model settings must be the task's too
-            for step in recipe.steps:
-                if hasattr(step, "model_overrides"):
-                    try:
-                        with_model(cfg, step.model_overrides())
-                    except EcholiteError as err:
-                        raise EcholiteError(f"compress.methods: {recipe.name}: {err}") from None
+        _check_students(cfg, cfg.recipes(), "compress.methods")
+        search_recipes(cfg)
     except EcholiteError as err:
         raise EcholiteError(f"{source}: {err}") from None
     return cfg
+
+
+def _check_students(cfg: RunConfig, recipes: list, where: str) -> None:
+    """A student's model settings must be valid for the task, its frame size divide the input's."""
+    size = getattr(cfg.data, "size", None)
+    for recipe in recipes:
+        for step in recipe.steps:
+            if not hasattr(step, "model_overrides"):
+                continue
+            try:
+                model = with_model(cfg, step.model_overrides()).model
+            except EcholiteError as err:
+                raise EcholiteError(f"{where}: {recipe.name}: {err}") from None
+            frame = getattr(model, "frame_size", 0)
+            if frame and size and size % frame:
+                raise EcholiteError(f"{where}: {recipe.name}: frame size {frame} does not divide data.size={size}")
+
+
+def search_recipes(cfg: RunConfig) -> list:
+    """The validated recipes of ``cfg.search``'s space (``echolite search``), in order."""
+    sc = cfg.search
+    recipes = [parse_method(n, cfg.compress) for n in candidate_names(sc.students, sc.prune, sc.runtimes, sc.recipes)]
+    _check_students(cfg, recipes, "search")
+    return recipes
 
 
 def with_model(cfg: RunConfig, overrides: dict | None) -> RunConfig:

@@ -23,7 +23,7 @@ What each kind is made from:
              otherwise), so a killed torchrun training resumes in one process and vice versa
   model      the task, its model and data settings and the example input's shape (every stage)
   teacher    a teacher's outputs on every TRAIN item (distillation): its weights, its model
-             settings, the data key, the code that predicts
+             settings, the dataset's content, the data settings and input shape (model key), the code
   stage      its parent stage + the step's config + model + the code that compresses + package
              versions (+ the training/calibration data, for steps that use data)
   run        a run folder's results: the baseline's inputs, the compress, eval and measure
@@ -164,15 +164,18 @@ def dataset_key(layout: str, content: dict) -> str:
     return digest({"layout": layout, **content})
 
 
-def teacher_inputs(weights: str, model: dict, data_key: str) -> dict:
-    """A teacher's stored outputs on TRAIN: its weights' digest, its model settings, the data."""
-    return {"weights": weights, "model": model, "data": data_key, "code": code_digest("stages"),
-            "versions": package_versions()}
+def teacher_inputs(weights: str, model: dict, data_key: str, model_key: str) -> dict:
+    """A teacher's stored outputs on TRAIN: its weights' digest, its model settings, the dataset's
+    content and how items are read (``model_key``: the task's data settings and input shape)."""
+    return {"weights": weights, "model": model, "data": data_key, "items": model_key,
+            "code": code_digest("stages"), "versions": package_versions()}
 
 
-def onnx_export_inputs(weights: str, model_key: str, input_name: str, example_shape) -> dict:
-    """A float model's ONNX export: its weights' digest, what model it is, the input it takes."""
-    return {"weights": weights, "model": model_key, "code": code_digest("stages"), "input_name": input_name,
+def onnx_export_inputs(weights: str, model_key: str, input_name: str, example_shape, overrides: dict) -> dict:
+    """A float model's ONNX export: its weights' digest, what model it is (the task's, with a
+    student's ``overrides``), the input it takes."""
+    return {"weights": weights, "model": model_key, "overrides": overrides, "code": code_digest("stages"),
+            "input_name": input_name,
             "example_shape": list(example_shape), "versions": package_versions()}
 
 

@@ -26,6 +26,7 @@ import json
 from pathlib import Path
 
 from echolite import EcholiteError
+from echolite.compress.search.budget import choose
 from echolite.env import atomic_write_json
 
 SCHEMA = 2
@@ -138,14 +139,12 @@ def recommend(results: dict) -> tuple[dict | None, str]:
         return None, "the rows carry no VAL scores, and a variant is never chosen on TEST"
     if selected:
         rows = selected  # a row without VAL scores cannot be chosen
-    candidates = []
-    for r in rows:
-        bound = worsening_bound(r, results, chosen_on=True)
-        if bound is not None and bound == bound and bound <= budget["max_worsening"]:
-            candidates.append(r)
-    if not candidates:
+    records = [{"row": r, "p50_ms": r["latency_ms"]["p50"], "size_bytes": size_bytes(r),
+                "bound": worsening_bound(r, results, chosen_on=True)} for r in rows]
+    chosen = choose(records, budget["max_worsening"], "latency")  # the search's rule, on the rows
+    if chosen is None:
         return None, f"no variant's paired 95 % bound on {split} is within the budget ({budget['text']})"
-    best = min(candidates, key=lambda r: r["latency_ms"]["p50"])
+    best = chosen["row"]
     return best, (f"the fastest variant whose paired 95 % bound on {split} is within the budget "
                   f"({budget['text']})")
 

@@ -4,7 +4,9 @@ Candidates (:func:`echolite.compress.search.budget.candidate_names`: students ×
 pruning × runtimes, plus listed recipes) are built through the store — so a killed search resumes
 without rebuilding anything finished — then opened from their files and measured in this process
 on the selection split (VAL, never TEST): latency at batch 1, file size, the primary metric with a
-paired 95 % CI against FP32 on the same resamples. The winner is the cheapest candidate whose
+paired 95 % CI against FP32 on the same resamples. (Students and fine-tunings keep their best VAL
+epoch, so VAL is used twice — for that and for the budget — and a candidate's VAL bound is a little
+optimistic; the TEST check says how much.) The winner is the cheapest candidate whose
 bound on the worse side is within the budget; only then is TEST read, once, for the winner and
 FP32 (the TEST check). ``search.json`` is rewritten after every candidate (atomically).
 """
@@ -21,9 +23,10 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from echolite.benchmark import measure, time_variant
-from echolite.compress.recipes import build, parse_method, reference_stage
+from echolite.compress.recipes import build, reference_stage
 from echolite.compress.runners import load_module, open_runner
-from echolite.compress.search.budget import candidate_names, choose
+from echolite.compress.search.budget import choose
+from echolite.config import search_recipes
 from echolite.env import atomic_write_json, atomic_write_text, cpu_name
 from echolite.figures import pareto_front, plt
 from echolite.metrics.bootstrap import resample_indices
@@ -45,8 +48,7 @@ def run_search(task, model, store, out: Path, device, amp, budget: float, test_c
     """Build, measure and choose; returns the record written to ``out/search.json``."""
     cfg, sc, mc = task.cfg, task.cfg.search, task.cfg.measure
     t_start = time.perf_counter()
-    names = candidate_names(sc.students, sc.prune, sc.runtimes, sc.recipes)
-    recipes = [parse_method(n, cfg.compress) for n in names]  # every name checked before any work
+    recipes = search_recipes(cfg)  # checked when the config loaded too
     ctx = compression_context(task, store, device, amp)
     val = task.eval_set("VAL", limit=sc.items or None)
     idx = resample_indices(len(val), cfg.eval.n_bootstrap, cfg.eval.seed)
@@ -86,7 +88,8 @@ def run_search(task, model, store, out: Path, device, amp, budget: float, test_c
         c["ratio_size"] = c["size_bytes"] / record["reference"]["size_bytes"]
     winner = choose(scored, budget, sc.objective)
     cost = "p50_ms" if sc.objective == "latency" else "size_bytes"
-    front = pareto_front([(c[cost], c["bound"]) for c in scored])
+    bounded = [c for c in scored if c["bound"] is not None]  # a NaN score has no bound: never on the front
+    front = [scored.index(bounded[i]) for i in pareto_front([(c[cost], c["bound"]) for c in bounded])]
     record.update(status="done", winner=winner["name"] if winner else None,
                   pareto=[scored[i]["name"] for i in front],
                   counts={"candidates": len(recipes), "scored": len(scored),
@@ -156,6 +159,7 @@ def _figure(scored: list[dict], winner, front: list[int], record: dict, path: Pa
     fig, ax = plt().subplots(figsize=(7, 4.5))
     xs = [c[cost] * scale for c in scored]
     ys = [(c["bound"] * (100 if rel else 1)) if c["bound"] is not None else float("nan") for c in scored]
+    # (candidates without a bound are not drawn: NaN)
     ax.scatter(xs, ys, c="tab:blue", s=18)
     for i in front:
         ax.annotate(scored[i]["name"], (xs[i], ys[i]), fontsize=6, xytext=(3, 3), textcoords="offset points")

@@ -131,9 +131,9 @@ class SearchConfig:
     any recipes listed), the budget and the objective. Candidates are recipe names of
     ``echolite recipes``; ``teacher`` stands for the task's own model."""
 
-    students: list[str] = setting(["teacher", "mobilenet_v3_small", "plain-cnn"],
-                                  "architectures (a distill- recipe's <arch>[-s<frame size>]; teacher = the "
-                                  "task's model, quantized/pruned without distillation)")
+    students: list[str] = setting(["teacher"], "architectures (a distill- recipe's <arch>[-s<frame size>]; teacher = "
+                                               "the task's model, quantized/pruned without distillation); the "
+                                               "presets list the students of each task")
     prune: list[int] = setting([0, 50], "structured pruning percentages (0 = unpruned); pruned ones are fine-tuned")
     runtimes: list[str] = setting(["int8-ort", "int8-ov"], "recipe tails: int8-ort | int8-ov | int8 | ort | ov")
     recipes: list[str] = setting([], "further recipe names scored as candidates")

@@ -30,17 +30,17 @@ def compression_context(task, store, device: torch.device, amp=None) -> Context:
         raise EcholiteError(f"calibration set is empty ({cc.calib_split} split)")
     calib_key = tensors_digest(calib)
     example = task.example_input()
-    data_key = digest(data_inputs(task, calib_key, amp))
+    model_key = digest(model_inputs(task, example.shape, task.INPUT_NAME))
     return Context(example_input=example, calibration=lambda: iter(calib),
                    work_dir=store.root, input_name=task.INPUT_NAME, threads=cfg.measure.threads,
-                   calibration_key=calib_key, data_key=data_key,
-                   model_key=digest(model_inputs(task, example.shape, task.INPUT_NAME)),
+                   calibration_key=calib_key, data_key=digest(data_inputs(task, calib_key, amp)),
+                   model_key=model_key,
                    finetune=finetuner(task, device, amp),
                    score=lambda fn, n: task.score_subset(fn, n),
                    higher_is_better=task.metric(task.PRIMARY).higher_is_better,
                    model_factory=lambda overrides=None: task.build_model(with_model(cfg, overrides)),
                    student=lambda overrides: task.build_model(with_model(cfg, overrides), task.init_stats()),
-                   distill=distiller(task, store, device, amp, data_key), store=store,
+                   distill=distiller(task, store, device, amp, model_key), store=store,
                    protected=lambda overrides=None: task.output_layers(with_model(cfg, overrides)),
                    gradient_batches=lambda n: gradient_batches(task, n))
 
@@ -92,13 +92,15 @@ class WithTeacher(torch.utils.data.Dataset):
         return x, (y, self.teacher[index])
 
 
-def teacher_outputs(task, teacher: torch.nn.Module, overrides: dict, store, data_key: str) -> tuple[torch.Tensor, dict]:
+def teacher_outputs(task, teacher: torch.nn.Module, overrides: dict, store,
+                    model_key: str) -> tuple[torch.Tensor, dict]:
     """The teacher's outputs on every TRAIN item, in dataset order, on the item's evaluation view
     (deterministic frames, no augmentation): computed once and stored, keyed by the teacher's
-    weights, its model settings and the data (:func:`echolite.identity.teacher_inputs`)."""
+    weights, its model settings, the dataset and how its items are read
+    (:func:`echolite.identity.teacher_inputs`). Stored ids that are not TRAIN's are an error."""
     weights = tensors_digest(teacher.state_dict())
     model = section(with_model(task.cfg, overrides).model)
-    entry = store.entry("teacher", "teacher", teacher_inputs(weights, model, data_key))
+    entry = store.entry("teacher", "teacher", teacher_inputs(weights, model, task.data.key, model_key))
     if not entry.complete:
         log.info("computing the teacher's outputs on TRAIN (%s)", entry.describe_miss())
         train = task.eval_set("TRAIN")
@@ -108,10 +110,14 @@ def teacher_outputs(task, teacher: torch.nn.Module, overrides: dict, store, data
     else:
         log.info("reusing the teacher's outputs %s", entry.path.name)
     saved = torch.load(entry.path / TEACHER_FILE, weights_only=True)
+    ids = list(task.eval_set("TRAIN").ids)
+    if saved["ids"] != ids:
+        raise EcholiteError(f"{entry.path / TEACHER_FILE}: its items are not this TRAIN split's ({len(saved['ids'])} "
+                            f"stored, {len(ids)} now): delete the entry to recompute it")
     return saved["outputs"], {"teacher_outputs": entry.path.name, "teacher_items": len(saved["outputs"])}
 
 
-def distiller(task, store, device: torch.device, amp, data_key: str):
+def distiller(task, store, device: torch.device, amp, model_key: str):
     """The task's loop as the engine's ``distill(student, teacher, ...)`` callback: loss =
     ``(1 - alpha) * task loss + alpha * task.distill_loss(student output, teacher output, T)``."""
 
@@ -122,7 +128,7 @@ def distiller(task, store, device: torch.device, amp, data_key: str):
         dataset = task.train_dataset()
         loss = task.loss
         if alpha > 0:
-            outputs, info = teacher_outputs(task, teacher, teacher_model, store, data_key)
+            outputs, info = teacher_outputs(task, teacher, teacher_model, store, model_key)
             dataset = WithTeacher(dataset, outputs)
 
             def loss(output, target):

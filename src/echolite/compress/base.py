@@ -139,7 +139,8 @@ class Stage:
         record = json.loads((folder / STAGE_FILE).read_text())
         return cls(module=module, precision=record["precision"], runtime=record["runtime"],
                    artifacts={k: folder / v for k, v in record["artifacts"].items()},
-                   details=record["details"], methods=record["methods"], model=record["model"])
+                   details=record["details"], methods=record["methods"],
+                   model=record.get("model", {}))  # stages written before students: the task's own model
 
 
 class StepConfig:

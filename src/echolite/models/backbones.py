@@ -115,19 +115,21 @@ def backbone(arch: str, small_input: bool = False, video_ok: bool = True) -> tup
 
 
 def load_torchvision_weights(module: nn.Module, arch: str, state: dict, source: str) -> str:
-    """Load a torchvision ImageNet state dict of ``arch`` into the backbone ``module`` (its
-    classifier ignored; a stem reshaped for small inputs keeps its fresh weights); returns what
-    was loaded. Anything else is a one-line error naming ``source``."""
+    """Load a torchvision ImageNet state dict of ``arch`` into the backbone ``module``; returns
+    what was loaded. Every backbone tensor must be there with its shape (BatchNorm's
+    ``num_batches_tracked`` counters excepted: older files lack them); only the classifier
+    (``fc.``/``classifier.``) is ignored. Anything else is a one-line error naming ``source``."""
     entry = BACKBONES[arch]
     if entry.torchvision is None:
         raise EcholiteError(f"{source}: {arch} is echolite's own network: it has no torchvision weights")
     own = module.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    backbone_keys = [k for k in own if not k.startswith(("fc.", "classifier."))]
-    missing = [k for k in backbone_keys if k not in usable]
-    if len(missing) > 2 or not usable:  # at most a reshaped stem (weight) may stay fresh
-        raise EcholiteError(f"{source}: not a torchvision {arch} state dict ({len(missing)} of "
-                            f"{len(backbone_keys)} backbone weights missing or of another shape, e.g. "
-                            f"{missing[:2]})")
-    module.load_state_dict(usable, strict=False)
-    return f"torchvision {arch} state dict ({len(usable)} tensors)"
+    head = ("fc.", "classifier.")
+    wanted = [k for k in own if not k.startswith(head) and not k.endswith("num_batches_tracked")]
+    wrong = [k for k in wanted if k not in state or tuple(state[k].shape) != tuple(own[k].shape)]
+    unexpected = [k for k in state if k not in own and not k.startswith(head)]
+    if wrong or unexpected:
+        raise EcholiteError(f"{source}: neither an echolite checkpoint nor a torchvision {arch} state dict "
+                            f"({len(wrong)} of {len(wanted)} backbone tensors missing or of another shape, e.g. "
+                            f"{wrong[:2]}; unexpected {unexpected[:2]})")
+    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    return f"torchvision {arch} state dict ({len(wanted)} tensors)"

@@ -154,5 +154,6 @@ def load_pretrained_backbone(model: EFRegressor, path: str | Path) -> str:
         model.load_state_dict(weights, strict=False)
         return f"echolite checkpoint {path.name} (all weights; statistics of the new data kept)"
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise EcholiteError(f"--pretrained {path}: neither an echolite checkpoint nor a torchvision state dict")
+        raise EcholiteError(f"--pretrained {path}: neither an echolite checkpoint nor a torchvision {model.arch} "
+                            "state dict")
     return load_torchvision_weights(model.backbone, model.arch, state, f"--pretrained {path}")

@@ -50,13 +50,14 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, input_name:
     return path
 
 
-def float_export(module: nn.Module, ctx: Context) -> Path:
-    """The ONNX export of a float module, shared by every step that needs it (keyed by weights)."""
+def float_export(module: nn.Module, ctx: Context, model: dict | None = None) -> Path:
+    """The ONNX export of a float module, shared by every step that needs it (keyed by weights and
+    ``model``, the stage's model settings that differ from the task's: a student's)."""
     if ctx.store is None:
         return export_onnx(copy.deepcopy(module).eval(), ctx.example_input, ctx.work_dir / "fp32.onnx",
                            ctx.input_name)
     entry = ctx.store.entry("onnx", "fp32 onnx export", onnx_export_inputs(
-        tensors_digest(module.state_dict()), ctx.model_key, ctx.input_name, ctx.example_input.shape))
+        tensors_digest(module.state_dict()), ctx.model_key, ctx.input_name, ctx.example_input.shape, model or {}))
     if entry.complete:
         log.info("reusing the float model's ONNX export %s", entry.path.name)
     else:

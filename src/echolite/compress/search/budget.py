@@ -19,8 +19,9 @@ _TEACHER_TAILS = {"int8": "static-int8", "int8-ort": "static-int8-ort", "int8-ov
 
 
 def candidate_names(students: list[str], prune: list[int], runtimes: list[str], recipes: list[str]) -> list[str]:
-    """Recipe names of the space, cheapest first (the teacher's, then each student's: a student is
-    distilled once, then pruned/exported), without duplicates."""
+    """Recipe names of the space in the order of ``students`` (each one's unpruned runtimes, then
+    its prunings; a student is distilled once and shared by all of them), then ``recipes``,
+    without duplicates."""
     names = []
     for student in students:
         for pct in prune:
@@ -54,9 +55,12 @@ def parse_budget(text: str, relative: bool) -> float:
             if not relative:
                 raise EcholiteError(f"--budget {text}: this task's budget is in percentage points (e.g. 0.5pp)")
             return float(t[:-1]) / 100
-        return float(t)
+        value = float(t)
     except ValueError:
         raise EcholiteError(f"--budget {text}: expected e.g. 5% (relative) or 0.5pp (accuracy points)") from None
+    if relative and value >= 1:
+        raise EcholiteError(f"--budget {text}: a relative budget is a fraction (0.05 = 5 %); did you mean {t}%?")
+    return value
 
 
 def choose(records: list[dict], budget: float, objective: str) -> dict | None:

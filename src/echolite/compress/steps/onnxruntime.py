@@ -41,7 +41,7 @@ class OnnxRuntimeConfig(StepConfig):
 @register(OnnxRuntimeConfig)
 def onnxruntime_step(stage: Stage, cfg: OnnxRuntimeConfig, ctx: Context) -> Stage:
     if stage.precision == "fp32":
-        path = link_or_copy(float_export(stage.module, ctx), ctx.work_dir)
+        path = link_or_copy(float_export(stage.module, ctx, stage.model), ctx.work_dir)
     else:
         path = export_onnx(stage.module, ctx.example_input, ctx.work_dir / "model.onnx", ctx.input_name)
     runtime = RUNTIMES[cfg.runtime]

@@ -64,7 +64,7 @@ class OrtStaticConfig(StepConfig):
 
 @register(OrtStaticConfig)
 def ort_static(stage: Stage, cfg: OrtStaticConfig, ctx: Context) -> Stage:
-    fp32 = float_export(stage.module, ctx)
+    fp32 = float_export(stage.module, ctx, stage.model)
     prep = prepare(fp32, ctx.work_dir)
     layers = weight_layers(prep)
     unknown = [m for m in cfg.exclude if m not in layers]
