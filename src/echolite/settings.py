@@ -87,7 +87,7 @@ class CompressConfig:
     finetune_warmup: float = setting(0.3, "epochs of learning-rate warm-up of a fine-tuning")
     prune_importance: Literal["l1", "l2", "bn", "taylor"] = setting("l1", "structured pruning's channel criterion")
     prune_keep: list[str] = setting([], "module names never pruned (besides the output)")
-    distill_alpha: float = setting(0.7, "distill-*: weight of the match to the teacher (chosen on VAL: README)")
+    distill_alpha: float = setting(1.0, "distill-*: weight of the match to the teacher (chosen on VAL: README)")
     distill_temperature: float = setting(4.0, "distill-*: softening of classification logits")
     distill_epochs: int = setting(5, "distill-* and student-*: the student's training epochs")
     distill_lr: float = setting(1.0e-3, "distill-* and student-*: the student's peak learning rate")

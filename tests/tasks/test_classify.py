@@ -123,11 +123,13 @@ def test_digits_are_real_data_in_the_official_layout(tmp_path):
 def test_classification_run_end_to_end_through_the_cli(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", "--task", "cifar10", "--config", "smoke", "--out", str(out),
-                 "--set", "compress.methods=[static-int8, static-int8-ort, structured50-ft-int8-ort]",
-                 "--set", "train.epochs=3"]) == 0
+                 "--set", "compress.methods=[static-int8, static-int8-ort, structured50-ft-int8-ort, "
+                 "distill-small-cnn-int8-ort, student-small-cnn-int8-ort]",
+                 "--set", "train.epochs=3", "--set", "compress.distill_epochs=2"]) == 0
     results = json.loads((out / "results.json").read_text())
     rows = {r["name"]: r for r in results["rows"]}
-    assert list(rows) == ["fp32", "static-int8", "static-int8-ort", "structured50-ft-int8-ort"]
+    assert list(rows) == ["fp32", "static-int8", "static-int8-ort", "structured50-ft-int8-ort",
+                          "distill-small-cnn-int8-ort", "student-small-cnn-int8-ort"]
     assert all(r["status"] == "ok" for r in rows.values()), [r["error"] for r in rows.values()]
     fp32 = rows["fp32"]["metrics"]
     assert fp32["values"]["accuracy"]["value"] >= 90.0 and fp32["n"] == 300
@@ -139,6 +141,16 @@ def test_classification_run_end_to_end_through_the_cli(tmp_path, capsys):
     stack = rows["structured50-ft-int8-ort"]
     assert [s["method"] for s in stack["details"]["steps"]] == ["structured-prune", "finetune", "ort-qdq"]
     assert stack["details"]["steps"][0]["macs_ratio"] < 0.4
+    student = rows["distill-small-cnn-int8-ort"]
+    assert student["family"] == "students" and student["details"]["steps"][0]["student"] == {"arch": "small-cnn"}
+    assert student["details"]["steps"][0]["params"] < 0.3 * rows["fp32"]["details"]["complexity"]["params"]
+    vs = student["details"]["vs_alone"]
+    assert vs["alone"] == "student-small-cnn-int8-ort"
+    targets = np.asarray(results["measure"]["eval"]["targets"])
+    by_hand = 100 * (np.mean(np.asarray(student["prediction"]) == targets)
+                     - np.mean(np.asarray(rows[vs["alone"]]["prediction"]) == targets))
+    assert vs["paired_delta"]["accuracy"]["value"] == pytest.approx(by_hand)  # distilled minus alone
+    assert "Does the teacher help?" in (out / "report.md").read_text()
     assert (out / "confusion.png").stat().st_size > 1000 and (out / "predictions_test.csv").is_file()
     report = (out / "report.md").read_text()
     assert "## Accuracy and size per method" in report

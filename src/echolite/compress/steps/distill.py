@@ -45,7 +45,7 @@ class DistillConfig(StepConfig):
 
     arch: str = setting("mobilenet_v3_small", "the student's model.arch")
     frame_size: int = setting(0, "the student's model.frame_size (video tasks); 0 = the task's")
-    alpha: float = setting(0.7, "weight of the match to the teacher; 0 = the student trained alone")
+    alpha: float = setting(1.0, "weight of the match to the teacher; 0 = the student trained alone")
     temperature: float = setting(4.0, "softening of classification logits (KL at T, times T²)")
     epochs: int = setting(5, "student training epochs")
     lr: float = setting(1e-3, "peak learning rate (AdamW)")
