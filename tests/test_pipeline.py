@@ -209,24 +209,3 @@ def test_evaluate_on_other_data_never_writes_into_the_run(phantom_root, tmp_path
     assert (ckpt.parent / "predictions_test.csv").read_text() == "the run's own file\n"
     _, cfg, _, _ = load_checkpoint(ckpt)
     assert cfg.data.root == str(phantom_root)
-
-
-@pytest.mark.slow
-def test_search_end_to_end_through_the_cli_distils_a_student_and_checks_the_winner_on_test(phantom_root, tmp_path,
-                                                                                            capsys):
-    out = tmp_path / "search"
-    args = ["search", "--config", "smoke", "--data", str(phantom_root), "--out", str(out), "--budget", "100%",
-            "--objective", "size", "--set", "search.students=[teacher,plain-cnn-s56]", "--set", "search.prune=[0]",
-            "--set", "search.runtimes=[int8-ort]", "--set", "compress.distill_epochs=1"]
-    assert main(args) == 0
-    record = json.loads((out / "search.json").read_text())
-    names = [c["name"] for c in record["candidates"]]
-    assert names == ["static-int8-ort", "distill-plain-cnn-s56-int8-ort"]
-    assert all(c["status"] == "ok" for c in record["candidates"]), record["candidates"]
-    student = record["candidates"][1]
-    assert student["size_bytes"] < 0.05 * record["reference"]["size_bytes"]  # 0.3 M int8 parameters vs 11 M fp32
-    within = [c for c in record["candidates"] if c["bound"] is not None and c["bound"] <= 1.0]
-    assert record["winner"] == min(within, key=lambda c: c["size_bytes"])["name"]  # objective size
-    assert record["split"] == "VAL" and record["test_check"]["split"] == "TEST"
-    assert record["test_check"]["n"] == len(read_filelist(phantom_root).query("Split == 'TEST'"))
-    assert "winner:" in capsys.readouterr().out

@@ -194,6 +194,10 @@ def summary(record: dict) -> str:
              f"- FP32 eager p50 {record['reference']['p50_ms']:.2f} ms first, {record['reference']['p50_last_ms']:.2f} "
              f"ms last (drift {100 * record['reference']['drift']:+.1f} %)",
              f"- winner: **{record['winner'] or 'none within the budget'}**"]
+    if abs(record["reference"]["drift"]) > 0.10:
+        lines.insert(3, f"- **FP32 eager drifted {100 * record['reference']['drift']:+.0f} % during the search**: the "
+                        "machine was busy and the latencies are not comparable; rerun the same command (nothing is "
+                        "rebuilt, everything is re-measured)")
     tc = record.get("test_check")
     if tc:
         d = tc["paired_delta"]
@@ -201,7 +205,9 @@ def summary(record: dict) -> str:
                      f"winner {tc['winner']['value']:.3f}, "
                      f"paired Δ {d['value']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] "
                      f"({100 * d['relative']:+.1f} %), p50 {tc['p50_ratio']:.3f}× FP32")
-    lines += ["", "| candidate | status | p50 ms (×) | size MB (×) | Δ (bound) on " + record["split"] + " | front |",
+    lines += ["", "Δ: the candidate minus FP32 on " + record["split"] + "; bound: the 95 % bound on the worse side, "
+              "as a worsening (within the budget when <= " + fmt(record["budget"]["max_worsening"]).lstrip("+") + ").",
+              "", "| candidate | status | p50 ms (×) | size MB (×) | Δ (bound) on " + record["split"] + " | front |",
               "|---|---|---|---|---|---|"]
     for c in record["candidates"]:
         if c["status"] != "ok":

@@ -158,3 +158,23 @@ def test_classification_run_end_to_end_through_the_cli(tmp_path, capsys):
     assert "MAE" not in report and "Bland" not in report
     assert results["run"]["data"]["kind"] == "built-in sklearn digits in the CIFAR-10 layout"
     assert main(["bench", str(out), "--min-runs", "2", "--min-seconds", "0"]) == 0
+
+
+@pytest.mark.slow
+def test_search_end_to_end_through_the_cli_distils_a_student_and_checks_the_winner_on_test(tmp_path, capsys):
+    out = tmp_path / "search"
+    args = ["search", "--task", "cifar10", "--config", "smoke", "--out", str(out), "--budget", "5pp",
+            "--objective", "size", "--set", "search.students=[teacher,small-cnn]", "--set", "search.prune=[0]",
+            "--set", "search.runtimes=[int8-ort]", "--set", "compress.distill_epochs=2", "--set", "train.epochs=3"]
+    assert main(args) == 0
+    record = json.loads((out / "search.json").read_text())
+    assert [c["name"] for c in record["candidates"]] == ["static-int8-ort", "distill-small-cnn-int8-ort"]
+    assert all(c["status"] == "ok" for c in record["candidates"]), record["candidates"]
+    student = record["candidates"][1]
+    assert student["size_bytes"] < 0.4 * record["candidates"][0]["size_bytes"]  # 0.17 M vs 0.67 M int8 parameters
+    within = [c for c in record["candidates"] if c["bound"] is not None and c["bound"] <= 5.0]
+    assert record["winner"] == (min(within, key=lambda c: c["size_bytes"])["name"] if within else None)
+    assert record["split"] == "VAL" and record["n"] == 100
+    if record["winner"]:
+        assert record["test_check"]["split"] == "TEST" and record["test_check"]["n"] == 300
+    assert "winner:" in capsys.readouterr().out and (out / "search_front.png").is_file()
