@@ -35,8 +35,8 @@ def model():
 def make_ctx(tmp_path, finetune=None, store=None):
     calib = clips(4)
     return Context(example_input=clips(1, seed=9)[0], calibration=lambda: iter(calib), work_dir=tmp_path,
-                   input_name="clips", threads=2, protected=("head",), finetune=finetune,
-                   model_factory=lambda: EFRegressor("meanstd"), store=store)
+                   input_name="clips", threads=2, protected=lambda overrides=None: ("head",), finetune=finetune,
+                   model_factory=lambda overrides=None: EFRegressor("meanstd"), store=store)
 
 
 def prune(model, config, tmp_path, **kw):
@@ -65,7 +65,7 @@ def test_unstructured_sparsity_reached_is_sparsity_asked(model, tmp_path, target
     assert "head" not in d["per_layer_sparsity"] and sparsity(stage.module)["per_layer"]["head"] == 0.0
     # masks are permanent: plain parameters, no hooks, loads into a plain model
     assert not any(hasattr(m, "weight_orig") for m in stage.module.modules())
-    reloaded = load_module(stage, lambda: EFRegressor("meanstd"))
+    reloaded = load_module(stage, lambda overrides=None: EFRegressor("meanstd"))
     x = torch.cat(clips(2, seed=5))
     assert torch.equal(run(reloaded, x), run(stage.module, x))
 
@@ -100,7 +100,7 @@ def test_structured_pruning_removes_channels_consistently(model, tmp_path):
 def test_pruned_model_runs_exports_and_reloads_without_the_pruning_library(model, tmp_path):
     stage = prune(model, StructuredPruneConfig(ratio=0.5), tmp_path / "prune")
     x = torch.cat(clips(3, seed=7))
-    reloaded = load_module(stage, lambda: EFRegressor("meanstd"))  # from model.state_dict.pt alone
+    reloaded = load_module(stage, lambda overrides=None: EFRegressor("meanstd"))  # from model.state_dict.pt alone
     assert torch.equal(run(reloaded, x), run(stage.module, x))
     onnx = apply(OnnxRuntimeConfig(), stage, make_ctx(tmp_path / "onnx"))
     got = open_runner(onnx, None, 2)(x)
