@@ -109,7 +109,8 @@ def test_failure_handler_cannot_raise():
 def _toy_context(tmp_path, task):
     calib = task.calibration_inputs(8, "TRAIN")
     return Context(example_input=task.example_input(), calibration=lambda: iter(calib),
-                   work_dir=tmp_path, input_name="images", model_factory=lambda overrides=None: task.build_model(task.cfg),
+                   work_dir=tmp_path, input_name="images",
+                   model_factory=lambda overrides=None: task.build_model(task.cfg),
                    store=Store(tmp_path / "store"), threads=2)
 
 
