@@ -244,10 +244,7 @@ def validate(cfg: RunConfig, source: str) -> RunConfig:
     for name in SECTIONS:
         section = cfg.section(name)
         try:
-            check(section, name)
-            post = getattr(section, "__post_init__", None)
-            if post:
-                post()
+            _check_section(section, name)
         except EcholiteError as err:
             raise EcholiteError(f"{source}: {err}") from None
     try:
@@ -282,6 +279,14 @@ def search_recipes(cfg: RunConfig) -> list:
     return recipes
 
 
+def _check_section(section, name: str) -> None:
+    """Types and choices of every field of a section, then the section's own checks."""
+    check(section, name)
+    post = getattr(section, "__post_init__", None)
+    if post:
+        post()
+
+
 def with_model(cfg: RunConfig, overrides: dict | None) -> RunConfig:
     """A copy of ``cfg`` whose model section has ``overrides`` (a stage's student settings, e.g.
     ``{"arch": "mobilenet_v3_small"}``), validated like any other setting."""
@@ -290,10 +295,7 @@ def with_model(cfg: RunConfig, overrides: dict | None) -> RunConfig:
     out = copy.deepcopy(cfg)
     for key, value in overrides.items():
         _set(out, f"model.{key}", value, "student model")
-    check(out.model, "model")
-    post = getattr(out.model, "__post_init__", None)
-    if post:
-        post()
+    _check_section(out.model, "model")
     return out
 
 

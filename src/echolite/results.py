@@ -23,10 +23,10 @@ same process. The report, the API and the searches read rows through the helpers
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from echolite import EcholiteError
-from echolite.compress.search.budget import choose
 from echolite.env import atomic_write_json
 
 SCHEMA = 2
@@ -123,6 +123,15 @@ def worsening_bound(row: dict, results: dict, chosen_on: bool = False) -> float 
         low = d["rel_ci_low"] if rel else d["ci_low"]
         return -low
     return d["rel_ci_high"] if rel else d["ci_high"]
+
+
+def choose(records: list[dict], budget: float, objective: str) -> dict | None:
+    """The budget rule (the report's recommendation and ``echolite search``): of the records with
+    a finite ``bound`` <= ``budget``, the least ``p50_ms`` (objective latency) or ``size_bytes``
+    (objective size); ties go to the better bound."""
+    key = "p50_ms" if objective == "latency" else "size_bytes"
+    ok = [r for r in records if r.get("bound") is not None and math.isfinite(r["bound"]) and r["bound"] <= budget]
+    return min(ok, key=lambda r: (r[key], r["bound"])) if ok else None
 
 
 def recommend(results: dict) -> tuple[dict | None, str]:

@@ -25,12 +25,11 @@ from tqdm.auto import tqdm
 from echolite.benchmark import measure, time_variant
 from echolite.compress.recipes import build, reference_stage
 from echolite.compress.runners import load_module, open_runner
-from echolite.compress.search.budget import choose
 from echolite.config import search_recipes
 from echolite.env import atomic_write_json, atomic_write_text, cpu_name
 from echolite.figures import pareto_front, plt
 from echolite.metrics.bootstrap import resample_indices
-from echolite.results import size_bytes, worsening_bound
+from echolite.results import choose, size_bytes, worsening_bound
 from echolite.task_context import compression_context
 
 log = logging.getLogger(__name__)

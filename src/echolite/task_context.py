@@ -101,16 +101,16 @@ def teacher_outputs(task, teacher: torch.nn.Module, overrides: dict, store,
     weights = tensors_digest(teacher.state_dict())
     model = section(with_model(task.cfg, overrides).model)
     entry = store.entry("teacher", "teacher", teacher_inputs(weights, model, task.data.key, model_key))
+    train = task.eval_set("TRAIN")
     if not entry.complete:
         log.info("computing the teacher's outputs on TRAIN (%s)", entry.describe_miss())
-        train = task.eval_set("TRAIN")
         with entry.build() as tmp:
             outputs = predict_outputs(model_runner(teacher.eval()), train, max(task.EVAL_BATCH, 16))
             torch.save({"outputs": outputs, "ids": list(train.ids)}, tmp / TEACHER_FILE)
     else:
         log.info("reusing the teacher's outputs %s", entry.path.name)
     saved = torch.load(entry.path / TEACHER_FILE, weights_only=True)
-    ids = list(task.eval_set("TRAIN").ids)
+    ids = list(train.ids)
     if saved["ids"] != ids:
         raise EcholiteError(f"{entry.path / TEACHER_FILE}: its items are not this TRAIN split's ({len(saved['ids'])} "
                             f"stored, {len(ids)} now): delete the entry to recompute it")
@@ -140,6 +140,6 @@ def distiller(task, store, device: torch.device, amp, model_key: str):
                      max_items=max_items, keep_best=True, desc="distill" if alpha > 0 else "student",
                      dataset=dataset, loss=loss)
         student.cpu()
-        return result.history, info
+        return result.history, {**info, "kept_epoch": result.best_epoch, "kept_val_score": result.best_score}
 
     return distill

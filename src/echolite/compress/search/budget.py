@@ -3,13 +3,11 @@
 The space is students × structured-pruning ratios × runtimes (plus recipes the user lists), each a
 recipe name of :mod:`echolite.compress.recipes`, so every candidate is built through the store
 (shared prefixes — a student distilled once serves all its prunings and runtimes — built once, a
-killed search resumes from what was built). The rule: among candidates whose paired 95 % bound of
-Δ(primary metric) on the selection split is within the budget, the fastest (or smallest) wins.
+killed search resumes from what was built). The rule that picks the winner is the report's own
+(:func:`echolite.results.choose`).
 """
 
 from __future__ import annotations
-
-import math
 
 from echolite import EcholiteError
 
@@ -61,11 +59,3 @@ def parse_budget(text: str, relative: bool) -> float:
     if relative and value >= 1:
         raise EcholiteError(f"--budget {text}: a relative budget is a fraction (0.05 = 5 %); did you mean {t}%?")
     return value
-
-
-def choose(records: list[dict], budget: float, objective: str) -> dict | None:
-    """The winner: of the records with a finite ``bound`` <= ``budget``, the least ``p50_ms``
-    (objective latency) or ``size_bytes`` (objective size); ties go to the better bound."""
-    key = "p50_ms" if objective == "latency" else "size_bytes"
-    ok = [r for r in records if r.get("bound") is not None and math.isfinite(r["bound"]) and r["bound"] <= budget]
-    return min(ok, key=lambda r: (r[key], r["bound"])) if ok else None

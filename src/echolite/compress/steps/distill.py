@@ -96,11 +96,9 @@ def distill(stage: Stage, cfg: DistillConfig, ctx: Context) -> Stage:
     history, info = ctx.distill(student, teacher, stage.model, cfg.epochs, cfg.lr, cfg.alpha, cfg.temperature,
                                 cfg.max_items, cfg.warmup_epochs)
     student.eval()
-    best = min(history, key=lambda h: h["val_score"]) if not ctx.higher_is_better else \
-        max(history, key=lambda h: h["val_score"])
     details = {"student": overrides, "alpha": cfg.alpha, "temperature": cfg.temperature, "epochs": cfg.epochs,
                "lr": cfg.lr, "initial_weights": loaded or "random (seed 0)", "history": history,
-               "kept_epoch": best["epoch"], "kept_val_score": best["val_score"],
+               "kept_epoch": info["kept_epoch"], "kept_val_score": info["kept_val_score"],
                "teacher": macs_and_params(teacher, ctx.example_input),
                **macs_and_params(student, ctx.example_input), **info,
                "seconds": round(time.perf_counter() - t0, 1)}
