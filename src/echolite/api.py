@@ -8,6 +8,8 @@
     api.results_table("runs/demo")                      # a DataFrame of the rows
     predict = api.load_variant("runs/demo", "static-int8-ort")  # a saved artifact, as deployed
     predict(clip)                                       # float (1, ...) input -> output tensor
+    api.predict(["echo.mp4"], "runs/demo/static-int8-ov")  # EF per video, clips averaged
+    api.export("runs/demo", "static-int8-ov", "bundle")   # a torch-free folder to copy anywhere
 
 Every function reuses what the store already holds for the same inputs (see echolite.store and
 echolite.identity).
@@ -20,13 +22,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from echolite import EcholiteError, benchmark, pipeline
-from echolite.compress.base import Stage
-from echolite.compress.runners import open_runner
-from echolite.config import RunConfig, apply_overrides, from_dict, load_config, with_model
+from echolite import benchmark, pipeline
+from echolite.config import RunConfig, apply_overrides, load_config
+from echolite.deploy import bundle, runner
+from echolite.deploy import predict as deploy_predict
+from echolite.deploy.predict import open_variant
 from echolite.env import resolve_device
 from echolite.results import load_results, size_bytes
-from echolite.tasks import task_class
 
 
 def config(preset: str | None = "quick", task: str | None = None, sets: list[str] | None = None) -> RunConfig:
@@ -95,30 +97,28 @@ def results_table(run_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def _row(run_dir, name: str) -> tuple[dict, dict]:
-    results = load_results(run_dir)
-    row = next((r for r in results["rows"] if r["name"] == name and r["status"] == "ok"), None)
-    if row is None:
-        known = [r["name"] for r in results["rows"] if r["status"] == "ok"]
-        raise EcholiteError(f"{run_dir}: no measured variant {name!r} (have: {', '.join(known)})")
-    return results, row
-
-
 def artifact(run_dir: str | Path, name: str) -> Path:
-    """The deployable file of a measured variant (.onnx, .pt2 or a state dict)."""
-    results, row = _row(run_dir, name)
-    stage = Stage.load(Path(run_dir) / results["run"]["store"] / row["store"])
-    return next(iter(stage.artifacts.values()))
+    """The deployable file of a measured variant (.onnx, .xml, .pte, .pt2 or a state dict)."""
+    return next(iter(open_variant(run_dir, name).stage.artifacts.values()))
 
 
 def load_variant(run_dir: str | Path, name: str):
     """A saved variant opened from its files (.pt2, .onnx, state dict) as a deployment would:
     returns ``predict(x) -> y`` on float CPU tensors."""
-    results, row = _row(run_dir, name)
-    cfg = from_dict(results["run"]["config"])
-    stage = Stage.load(Path(run_dir) / results["run"]["store"] / row["store"])
-    return open_runner(stage, lambda overrides=None: task_class(cfg.task).build_model(with_model(cfg, overrides)),
-                       cfg.measure.threads)
+    return open_variant(run_dir, name).runner()
+
+
+def predict(videos: list[str | Path], model: str | Path, clips: int | None = None, fps: float | None = None,
+            threads: int = 2) -> list[dict]:
+    """EF of each video (files or folders) from ``RUN_DIR/VARIANT`` or an export bundle: one row per
+    video (FileName, EF_pred, EF_sd, EF_min, EF_max, clips, ...), as ``echolite predict`` writes."""
+    run, prep, _ = deploy_predict.resolve(model, threads, clips)
+    return runner.predict_paths(runner.find_videos(list(videos)), run, prep, prep["clips"], fps)
+
+
+def export(run_dir: str | Path, name: str, out: str | Path, clips: int | None = None) -> Path:
+    """A torch-free bundle of a variant (``echolite export``); see :mod:`echolite.deploy.bundle`."""
+    return bundle.export(run_dir, name, out, clips or deploy_predict.DEFAULT_CLIPS)
 
 
 def search(cfg: RunConfig, out: str | Path, budget: str | None = None, dev: torch.device | None = None,

@@ -10,6 +10,8 @@
     echolite report RUN_DIR                 regenerate report.md and figures from results.json
     echolite bench RUN_DIR                  re-time every saved artifact, ratios vs FP32 eager
     echolite recipes                        the built-in recipes and the step types
+    echolite predict VIDEO|DIR --model RUN_DIR/VARIANT|BUNDLE [--csv OUT.csv]   EF per video
+    echolite export RUN_DIR VARIANT --out BUNDLE [--check]   a torch-free folder to copy anywhere
 """
 
 from __future__ import annotations
@@ -231,6 +233,55 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    from echolite.deploy import predict, runner
+
+    run, prep, variant = predict.resolve(args.model, args.threads, args.clips)
+    if args.split:
+        if variant is None:
+            raise EcholiteError("--split scores a run's own data: give --model RUN_DIR/VARIANT")
+        if args.videos:
+            raise EcholiteError("--split reads the run's own videos: name no VIDEO")
+        summary, rows = predict.evaluate_split(variant, run, prep, args.split)
+        d = summary["paired_delta"]
+        print(f"{summary['variant']} on {summary['split']} ({summary['n']} videos): MAE one clip "
+              f"{summary['mae_one_clip']:.3f}, averaged over {summary['mean_clips']:.1f} clips "
+              f"{summary['mae_whole_video']:.3f}; paired Δ {d['value']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] "
+              f"({100 * d['relative']:+.1f} %); mean sd across clips {summary['mean_sd_across_clips']:.2f} EF points")
+        if "max_abs_diff_vs_row" in summary:
+            print(f"one clip vs the run's row: max |ΔEF| {summary['max_abs_diff_vs_row']:.4f}")
+        if args.csv:
+            print(f"wrote {runner.write_csv(rows, args.csv, extra=('EF', 'EF_pred_one_clip'))}")
+        return 0
+    if not args.videos:
+        raise EcholiteError("name at least one VIDEO or folder (or --split TEST with --model RUN_DIR/VARIANT)")
+    paths = runner.find_videos(args.videos)
+    rows = runner.predict_paths(paths, run, prep, prep["clips"], args.fps,
+                                on_row=lambda r: print(runner.describe(r), flush=True))
+    if args.csv:
+        print(f"wrote {runner.write_csv(rows, args.csv)}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from echolite.deploy import bundle, predict
+
+    out = api.export(args.run_dir, args.variant, args.out, args.clips)
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    print(f"wrote {out}: {sum(p.stat().st_size for p in files) / 1e6:.2f} MB in {len(files)} files")
+    for p in files:
+        print(f"  {p.relative_to(out)}  {p.stat().st_size / 1e3:.1f} kB")
+    if args.check:
+        c = bundle.check_bundle(out, predict.open_variant(args.run_dir, args.variant), args.check_items)
+        print(f"check: {out}/predict.py with torch {c['torch']}, {c['videos']} {c['split']} videos, one clip each: "
+              f"max |EF - the run's row| {c['max_abs_diff']:.4f}; cold start (process start -> first EF) "
+              f"{c['cold_start_s']:.2f} s, all videos {c['total_s']:.2f} s")
+        if c["max_abs_diff"] > args.tolerance:
+            raise EcholiteError(f"the bundle's EF differs from the run's row by {c['max_abs_diff']:.4f} "
+                                f"> {args.tolerance} EF points")
+    return 0
+
+
 def cmd_bench_data(args) -> int:
     cfg = apply_overrides(load_config(None), [f"data.root={args.data}"])
     out = Path(args.out or Path("runs") / "bench-data")
@@ -381,6 +432,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-runs", type=int, default=None, help="timed calls per variant (at least)")
     p.add_argument("--min-seconds", type=float, default=None, help="seconds per variant (at least)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("predict", help="EF (%%) of echo videos (AVI, MP4, ...; any size, fps, colour) from a "
+                       "run's variant or an export bundle; clips averaged over the whole video")
+    p.add_argument("videos", nargs="*", help="video files or folders of them")
+    p.add_argument("--model", required=True, help="RUN_DIR/VARIANT (e.g. runs/quick/static-int8-ov) or a bundle")
+    p.add_argument("--csv", help="one row per video: FileName, EF_pred, EF_sd, EF_min, EF_max, clips, ...")
+    p.add_argument("--clips", type=int, default=None, help="clips per video (default 8, or the bundle's)")
+    p.add_argument("--fps", type=float, default=None, help="frame rate, for videos whose header has none")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--split", choices=["TRAIN", "VAL", "TEST"], type=str.upper,
+                   help="instead of videos: every video of this split of the run's data, the clips' average "
+                   "against one clip (paired ΔMAE with a 95 %% CI)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="a torch-free bundle of a variant: model file, preprocess.json, "
+                       "MODEL_CARD.md, predict.py")
+    p.add_argument("run_dir")
+    p.add_argument("variant", help="a row of RUN_DIR that runs on ONNX Runtime or OpenVINO")
+    p.add_argument("--out", required=True, help="a new folder (never overwritten)")
+    p.add_argument("--clips", type=int, default=None, help="the bundle's default clips per video (8)")
+    p.add_argument("--check", action="store_true", help="then run BUNDLE/predict.py with torch unimportable on the "
+                   "run's evaluation videos and compare with the run's row; prints the cold start")
+    p.add_argument("--check-items", type=int, default=0, help="videos the check runs (0 = all)")
+    p.add_argument("--tolerance", type=float, default=0.05, help="the check fails above this |ΔEF|")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench-data", help="clip loader throughput (clips/s) on a dataset split, "
                        "decoding AVI and from the frame cache, for 1..N workers")

@@ -1,16 +1,10 @@
 import numpy as np
 import torch
 
-from echolite.data.echonet import (
-    EchoClips,
-    eval_indices,
-    read_filelist,
-    train_indices,
-    window_indices,
-)
+from echolite.data.echonet import EchoClips, read_filelist
 from echolite.data.phantom import synthesize, v2
 from echolite.data.sampler import EpochSampler
-from echolite.data.video import read_frames, write_video
+from echolite.data.video import eval_indices, read_frames, train_indices, window_indices, write_video
 
 
 def test_read_selected_frames_in_any_order(tmp_path):

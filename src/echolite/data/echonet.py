@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
 
 from echolite import EcholiteError
 from echolite.data.augment import augment
-from echolite.data.video import read_frames
+from echolite.data.video import SAMPLINGS, clip_indices, read_frames, resize_frames
 
 FILELIST = "FileList.csv"
 TRACINGS = "VolumeTracings.csv"
@@ -53,46 +52,6 @@ def video_path(root: str | Path, file_name: str) -> Path:
     return Path(root) / VIDEOS / f"{stem(file_name)}.avi"
 
 
-def eval_indices(n_video_frames: int, n_frames: int) -> np.ndarray:
-    """``n_frames`` indices evenly spread over the whole video (repeats when it is shorter)."""
-    return np.round(np.linspace(0, n_video_frames - 1, n_frames)).astype(np.int64)
-
-
-def train_indices(n_video_frames: int, n_frames: int, rng: np.random.Generator) -> np.ndarray:
-    """Stratified random indices: one uniformly drawn frame in each of ``n_frames`` equal segments.
-
-    Covers the whole video like :func:`eval_indices`, with a random temporal offset per frame.
-    """
-    edges = np.linspace(0, n_video_frames, n_frames + 1)
-    picks = edges[:-1] + rng.random(n_frames) * (edges[1:] - edges[:-1])
-    return np.clip(np.floor(picks), 0, n_video_frames - 1).astype(np.int64)
-
-
-def window_indices(n_video_frames: int, n_frames: int, fps: float, window_s: float,
-                   rng: np.random.Generator | None = None) -> np.ndarray:
-    """``n_frames`` indices at a fixed stride spanning ``window_s`` seconds (about one beat).
-
-    Evaluation (``rng`` None): the window is centred in the video. Training: a random window start
-    and a random offset of up to half a stride per frame. Shorter videos shrink the stride.
-
-    Unlike :func:`eval_indices`, the frames cannot alias with the heart rate: spreading 8 frames
-    over a whole multi-beat video can land every frame at the same cardiac phase.
-    """
-    last = n_video_frames - 1
-    stride = fps * window_s / n_frames
-    if n_frames > 1:
-        stride = min(stride, last / (n_frames - 1))
-    span = stride * (n_frames - 1)
-    steps = np.arange(n_frames, dtype=np.float64)
-    if rng is None:
-        positions = (last - span) / 2.0 + stride * steps
-    else:
-        start = rng.uniform(0.0, max(0.0, last - span))
-        positions = start + stride * (steps + rng.uniform(-0.5, 0.5, n_frames))
-    return np.clip(np.round(positions), 0, last).astype(np.int64)
-
-
-SAMPLINGS = ("window", "spread")
 
 
 class EchoClips(torch.utils.data.Dataset):
@@ -140,21 +99,13 @@ class EchoClips(torch.utils.data.Dataset):
         if isinstance(item, tuple):
             item, seed = item
             rng = np.random.default_rng(seed)
-        n = int(self.lengths[item])
-        if self.sampling == "window":
-            idx = window_indices(n, self.n_frames, float(self.fps[item]), self.window_s, rng)
-        elif rng is None:
-            idx = eval_indices(n, self.n_frames)
-        else:
-            idx = train_indices(n, self.n_frames, rng)
+        idx = clip_indices(int(self.lengths[item]), self.n_frames, float(self.fps[item]), self.sampling,
+                           self.window_s, rng)
         if self.cache is not None:
             frames = self.cache.clip(self.names[item], idx)  # (T, H, W), no decoding
         else:
             frames = read_frames(video_path(self.root, self.names[item]), idx, grey=True)  # (T, H, W)
-        if frames.shape[1:] != (self.size, self.size):
-            frames = np.stack([
-                cv2.resize(f, (self.size, self.size), interpolation=cv2.INTER_AREA) for f in frames
-            ])
+        frames = resize_frames(frames, self.size)
         if rng is not None and self.shift_px > 0:
             frames = _random_shift(frames, self.shift_px, rng)
         if rng is not None and self.augment > 0:

@@ -1,4 +1,9 @@
-"""Video file IO with OpenCV (as EchoNet-Dynamic does): probe, read selected frames, write MJPG AVI."""
+"""Video file IO with OpenCV (as EchoNet-Dynamic does): probe, read selected frames, write MJPG AVI;
+and which frames make a clip (the samplers training, evaluation and ``echolite predict`` share).
+
+Torch-free on purpose (numpy and OpenCV only): an export bundle carries this file unchanged, so a
+deployed model reads videos exactly as training did (see :mod:`echolite.deploy.runner`).
+"""
 
 from __future__ import annotations
 
@@ -104,6 +109,118 @@ def _finish(frames: list[np.ndarray], grey: bool) -> np.ndarray:
     if grey:
         return np.stack([to_grey(f) for f in frames])
     return np.stack(frames)[..., ::-1].copy()  # BGR -> RGB
+
+
+def eval_indices(n_video_frames: int, n_frames: int) -> np.ndarray:
+    """``n_frames`` indices evenly spread over the whole video (repeats when it is shorter)."""
+    return np.round(np.linspace(0, n_video_frames - 1, n_frames)).astype(np.int64)
+
+
+def train_indices(n_video_frames: int, n_frames: int, rng: np.random.Generator) -> np.ndarray:
+    """Stratified random indices: one uniformly drawn frame in each of ``n_frames`` equal segments.
+
+    Covers the whole video like :func:`eval_indices`, with a random temporal offset per frame.
+    """
+    edges = np.linspace(0, n_video_frames, n_frames + 1)
+    picks = edges[:-1] + rng.random(n_frames) * (edges[1:] - edges[:-1])
+    return np.clip(np.floor(picks), 0, n_video_frames - 1).astype(np.int64)
+
+
+def window_indices(n_video_frames: int, n_frames: int, fps: float, window_s: float,
+                   rng: np.random.Generator | None = None) -> np.ndarray:
+    """``n_frames`` indices at a fixed stride spanning ``window_s`` seconds (about one beat).
+
+    Evaluation (``rng`` None): the window is centred in the video. Training: a random window start
+    and a random offset of up to half a stride per frame. Shorter videos shrink the stride.
+
+    Unlike :func:`eval_indices`, the frames cannot alias with the heart rate: spreading 8 frames
+    over a whole multi-beat video can land every frame at the same cardiac phase.
+    """
+    last = n_video_frames - 1
+    stride = fps * window_s / n_frames
+    if n_frames > 1:
+        stride = min(stride, last / (n_frames - 1))
+    span = stride * (n_frames - 1)
+    steps = np.arange(n_frames, dtype=np.float64)
+    if rng is None:
+        positions = (last - span) / 2.0 + stride * steps
+    else:
+        start = rng.uniform(0.0, max(0.0, last - span))
+        positions = start + stride * (steps + rng.uniform(-0.5, 0.5, n_frames))
+    return np.clip(np.round(positions), 0, last).astype(np.int64)
+
+
+SAMPLINGS = ("window", "spread")
+
+
+def clip_indices(n_video_frames: int, n_frames: int, fps: float, sampling: str, window_s: float,
+                 rng: np.random.Generator | None = None) -> np.ndarray:
+    """The frames of one clip: ``window`` (:func:`window_indices`) or ``spread`` (:func:`eval_indices`,
+    or :func:`train_indices` with ``rng``). The one choice training, evaluation and prediction make."""
+    if sampling == "window":
+        return window_indices(n_video_frames, n_frames, fps, window_s, rng)
+    if sampling == "spread":
+        return eval_indices(n_video_frames, n_frames) if rng is None else train_indices(n_video_frames, n_frames, rng)
+    raise EcholiteError(f"sampling must be one of {SAMPLINGS}, but got {sampling!r}")
+
+
+def video_clips(n_video_frames: int, n_frames: int, fps: float, sampling: str, window_s: float,
+                clips: int) -> list[np.ndarray]:
+    """``clips`` evaluation clips spread over the whole video (test-time averaging, as EchoNet-Dynamic
+    does over a video's beats); one clip is exactly the evaluation clip of :func:`clip_indices`.
+
+    ``window``: windows of the evaluation stride, their starts evenly spaced from the first frame to
+    the last start that fits. ``spread``: the evaluation spread, shifted by k/clips of its step.
+    Identical clips (a video shorter than a window) are kept once.
+    """
+    if clips < 1:
+        raise EcholiteError(f"clips must be >= 1, got {clips}")
+    one = clip_indices(n_video_frames, n_frames, fps, sampling, window_s)
+    if clips == 1:
+        return [one]
+    last = n_video_frames - 1
+    if sampling == "window":
+        span = int(one[-1] - one[0])
+        starts = np.round(np.linspace(0, max(0, last - span), clips)).astype(np.int64)
+        out = [np.clip(one - one[0] + s, 0, last) for s in starts]
+    else:
+        step = last / max(1, n_frames - 1)
+        out = [np.clip(np.round(np.linspace(0, last, n_frames) + k * step / clips), 0, last).astype(np.int64)
+               for k in range(clips)]
+    unique = {tuple(c.tolist()): c for c in out}
+    return list(unique.values())
+
+
+def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """(T, H, W) uint8 frames as (T, size, size), area interpolation (unchanged when already that size)."""
+    if frames.shape[1:] == (size, size):
+        return frames
+    return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
+
+
+def decode_video(path: str | Path, size: int) -> np.ndarray:
+    """Every frame of a video (any container OpenCV reads: AVI, MP4, ...; any size, colour or grey)
+    as (T, size, size) uint8 grey: the conversion training applies (:func:`to_grey`, then
+    :func:`resize_frames`), frame by frame, so a long or large video costs little memory.
+
+    Raises:
+        EcholiteError: the file cannot be opened or has no decodable frame.
+    """
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise EcholiteError(f"{path}: cannot be opened as a video (missing, corrupt or not a video)")
+    frames = []
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            frames.append(resize_frames(to_grey(frame)[None], size)[0])
+    finally:
+        cap.release()
+    if not frames:
+        raise EcholiteError(f"{path}: no decodable frame (corrupt, empty or not a video)")
+    return np.stack(frames)
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float) -> None:
