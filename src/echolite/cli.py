@@ -26,7 +26,7 @@ import typing
 from pathlib import Path
 
 from echolite import EcholiteError, __version__, api, pipeline
-from echolite.bench import bench_run
+from echolite.bench import bench_run, profile_variant
 from echolite.compress.base import step_types
 from echolite.compress.recipes import expand, known_names
 from echolite.config import apply_overrides, describe, load_config
@@ -222,12 +222,24 @@ def cmd_report(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    out = bench_run(Path(args.run_dir), args.min_runs, args.min_seconds)
-    print(f"device: {out['device']}; ratios are p50(variant) / p50(FP32 eager, timed first)")
-    print(f"{'variant':<52} {'p50 ms':>8} {'p90 ms':>8} {'ratio':>7} {'speed-up':>9} {'items/s@B':>10}")
+    if args.profile:
+        rows = profile_variant(Path(args.run_dir), args.profile)
+        total = sum(r["ms"] for r in rows)
+        print(f"{args.profile}: per-op time, batch 1 (sum {total:.2f} ms per call)")
+        print(f"{'op':<28} {'kernel':<34} {'ms':>8} {'share':>6} {'count':>6}")
+        for r in rows[:args.top]:
+            print(f"{r['op']:<28} {r['kernel']:<34} {r['ms']:8.3f} {100 * r['ms'] / total:5.1f}% {r['count']:6d}")
+        return 0
+    out = bench_run(Path(args.run_dir), args.min_runs, args.min_seconds, args.rounds)
+    print(f"device: {out['device']}; {out['rounds']} interleaved rounds; ratio = median over rounds of "
+          "p50(variant) / p50(FP32 eager) in the same round [min, max]")
+    print(f"{'variant':<52} {'p50 ms':>8} {'ratio':>7} {'[min, max]':>16} {'speed-up':>9} {'items/s@B':>10}")
     for r in out["rows"]:
-        print(f"{r['variant']:<52} {r['p50_ms']:8.2f} {r['p90_ms']:8.2f} {r['ratio_vs_fp32_eager']:7.3f} "
-              f"{r['speedup']:8.2f}x {r['throughput_items_per_s']:10.1f}")
+        print(f"{r['variant']:<52} {r['p50_ms']:8.2f} {r['ratio_vs_fp32_eager']:7.3f} "
+              f"[{r['ratio_min']:.3f}, {r['ratio_max']:.3f}] {r['speedup']:8.2f}x {r['throughput_items_per_s']:10.1f}")
+    rounds = ", ".join(f"{v:.1f}" for v in out["reference_p50_ms_rounds"])
+    flag = " — DRIFT > 10 %: read the ratios with care" if out["reference_drift_flag"] else ""
+    print(f"FP32 eager p50 per round: {rounds} ms (drift {100 * out['reference_drift']:.1f} %){flag}")
     for line in out["not_timed"]:
         print(f"not timed: {line}")
     return 0
@@ -426,11 +438,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", action="store_true", help="print only the variants table (markdown)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("bench", help="re-time every saved artifact of RUN_DIR in one process; "
-                       "prints ratios vs FP32 eager")
+    p = sub.add_parser("bench", help="re-time every saved artifact of RUN_DIR in one process, in "
+                       "interleaved rounds; prints median ratios vs FP32 eager with their spread")
     p.add_argument("run_dir")
     p.add_argument("--min-runs", type=int, default=None, help="timed calls per variant (at least)")
-    p.add_argument("--min-seconds", type=float, default=None, help="seconds per variant (at least)")
+    p.add_argument("--min-seconds", type=float, default=None, help="seconds per variant (at least), over all rounds")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (each variant once per round)")
+    p.add_argument("--profile", metavar="VARIANT", help="instead: per-op times of one ONNX Runtime/OpenVINO variant")
+    p.add_argument("--top", type=int, default=15, help="ops shown by --profile")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("predict", help="EF (%%) of echo videos (AVI, MP4, ...; any size, fps, colour) from a "

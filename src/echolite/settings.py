@@ -135,14 +135,15 @@ class SearchConfig:
                                                "the task's model, quantized/pruned without distillation); the "
                                                "presets list the students of each task")
     prune: list[int] = setting([0, 50], "structured pruning percentages (0 = unpruned); pruned ones are fine-tuned")
-    runtimes: list[str] = setting(["int8-ort", "int8-ov"], "recipe tails: int8-ort | int8-ov | int8 | ort | ov")
+    runtimes: list[str] = setting(["int8-ort", "int8-ov"],
+                                  "recipe tails: int8-ort | int8-ov | int8-nncf | int8 | ort | ov")
     recipes: list[str] = setting([], "further recipe names scored as candidates")
     objective: Literal["latency", "size"] = setting("latency", "the fastest (p50) or the smallest (file bytes) wins")
     max_minutes: float = setting(60.0, "no new candidate is started after this many minutes")
     items: int = setting(0, "VAL items candidates are scored on; 0 = all of VAL")
 
     def __post_init__(self):
-        tails = {"int8-ort", "int8-ov", "int8", "ort", "ov"}
+        tails = {"int8-ort", "int8-ov", "int8-nncf", "int8", "ort", "ov"}
         bad = [t for t in self.runtimes if t not in tails]
         if bad or not self.runtimes:
             raise EcholiteError(f"search.runtimes: {bad or 'empty'}: use some of {', '.join(sorted(tails))}")

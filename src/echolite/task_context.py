@@ -42,7 +42,15 @@ def compression_context(task, store, device: torch.device, amp=None) -> Context:
                    student=lambda overrides: task.build_model(with_model(cfg, overrides), task.init_stats()),
                    distill=distiller(task, store, device, amp, model_key), store=store,
                    protected=lambda overrides=None: task.output_layers(with_model(cfg, overrides)),
-                   gradient_batches=lambda n: gradient_batches(task, n))
+                   gradient_batches=lambda n: gradient_batches(task, n),
+                   validation=lambda n: validation_items(task, n),
+                   budget=(task.budget().max_worsening, task.budget().relative))
+
+
+def validation_items(task, n: int) -> tuple:
+    """``n`` fixed VAL items (0 = all): inputs, targets and the primary metric on raw outputs."""
+    evalset = task.eval_set("VAL", limit=n or None, seed=2)
+    return evalset.inputs, evalset.targets, lambda targets, outputs: task.primary_fn()(targets, task.decode(outputs))
 
 
 def gradient_batches(task, n: int) -> list:

@@ -68,6 +68,10 @@ class Context:
             (never pruned), for the architecture of a stage's ``model``.
         gradient_batches: ``gradient_batches(n) -> [(inputs, targets, loss_fn), ...]`` of TRAIN,
             for methods scored by gradients (Taylor importance).
+        validation: ``validation(n) -> (inputs, targets, metric)``: ``n`` fixed VAL items (0 = all)
+            and ``metric(targets, outputs) -> float``, the task's primary metric on raw outputs
+            (for outside tools that search against a metric: NNCF's accuracy control).
+        budget: ``(max_worsening, relative)``: how much worse than FP32 the task lets a variant be.
     """
 
     example_input: torch.Tensor
@@ -87,6 +91,8 @@ class Context:
     store: object | None = None
     protected: Callable[[dict], tuple[str, ...]] = lambda overrides: ()
     gradient_batches: Callable[[int], Iterable] | None = None
+    validation: Callable[[int], tuple] | None = None
+    budget: tuple[float, bool] | None = None
 
 
 @dataclass

@@ -144,6 +144,18 @@ def _ov(cc):
                                    runtime="openvino")]
 
 
+@builtin(r"static-int8-nncf(?P<ac>-ac)?", "static-int8-nncf[-ac]")
+def _nncf(cc, ac=None):
+    """OpenVINO's own pipeline: convert_model -> NNCF quantize (``-ac``: with accuracy control on VAL)."""
+    return [_steps()["nncf_ptq"](accuracy_control=bool(ac))]
+
+
+@builtin(r"executorch-int8", "executorch-int8")
+def _executorch(cc):
+    """The ARM/mobile path: XNNPACK-quantized int8 -> ExecuTorch .pte (timed here on x86)."""
+    return [_steps()["executorch"](per_channel=cc.per_channel)]
+
+
 @builtin(r"static-int8-ort-fallback", "static-int8-ort-fallback")
 def _ort_fallback(cc):
     return [_steps()["ort_static"](calibrator=cc.ort_calibrator, per_channel=cc.per_channel, fallback=True,
@@ -161,13 +173,13 @@ def _finetune(cc):
                                 warmup_epochs=cc.finetune_warmup)
 
 
-_TAILS = {"int8": _static, "int8-ort": _ort, "int8-ov": _ov, "qat": _qat, "ort": _fp32_ort,
-          "ov": _fp32_ov}
+_TAILS = {"int8": _static, "int8-ort": _ort, "int8-ov": _ov, "int8-nncf": _nncf, "int8-et": _executorch,
+          "qat": _qat, "ort": _fp32_ort, "ov": _fp32_ov}
 
 
 @builtin(r"structured(?P<pct>[1-9][0-9]?)(?:-(?P<importance>l1|l2|bn|taylor))?(?P<ft>-ft)?"
-         r"(?:-(?P<tail>int8|int8-ort|int8-ov|qat|ort|ov))?",
-         "structured<P>[-l1|-l2|-bn|-taylor][-ft][-int8|-int8-ort|-int8-ov|-qat|-ort|-ov]")
+         r"(?:-(?P<tail>int8|int8-ort|int8-ov|int8-nncf|int8-et|qat|ort|ov))?",
+         "structured<P>[-l1|-l2|-bn|-taylor][-ft][-int8|-int8-ort|-int8-ov|-int8-nncf|-int8-et|-qat|-ort|-ov]")
 def _structured(cc, pct, importance=None, ft=None, tail=None):
     steps = [_steps()["structured_prune"](ratio=int(pct) / 100, importance=importance or cc.prune_importance,
                                           keep=tuple(cc.prune_keep), bn_items=cc.calib_items)]
@@ -176,8 +188,8 @@ def _structured(cc, pct, importance=None, ft=None, tail=None):
 
 
 @builtin(r"unstructured(?P<pct>[1-9][0-9]?)(?P<layer>-layer)?(?:(?P<gradual>-gradual)|(?P<ft>-ft))?"
-         r"(?:-(?P<tail>int8|int8-ort|int8-ov|ort|ov))?",
-         "unstructured<P>[-layer][-gradual|-ft][-int8|-int8-ort|-int8-ov|-ort|-ov]")
+         r"(?:-(?P<tail>int8|int8-ort|int8-ov|int8-nncf|int8-et|ort|ov))?",
+         "unstructured<P>[-layer][-gradual|-ft][-int8|-int8-ort|-int8-ov|-int8-nncf|-int8-et|-ort|-ov]")
 def _unstructured(cc, pct, layer=None, gradual=None, ft=None, tail=None):
     steps = [_steps()["unstructured_prune"](sparsity=int(pct) / 100, scope="layer" if layer else "global",
                                             gradual_epochs=cc.finetune_epochs if gradual else 0,
@@ -187,13 +199,14 @@ def _unstructured(cc, pct, layer=None, gradual=None, ft=None, tail=None):
     return steps + (_TAILS[tail](cc) if tail else [])
 
 
-_STUDENT_TAILS = ("int8", "int8-ort", "int8-ov", "ort", "ov")
+_STUDENT_TAILS = ("int8", "int8-ort", "int8-ov", "int8-nncf", "int8-et", "ort", "ov")
 
 
 @builtin(r"(?P<kind>distill|student)-(?P<arch>[a-z0-9_]+(?:-[a-z0-9_]+)*?)(?:-s(?P<size>[0-9]+))?"
          r"(?:-(?P<pruned>structured(?P<pct>[1-9][0-9]?)-ft))?"
-         r"(?:-(?P<tail>int8|int8-ort|int8-ov|ort|ov))?",
-         "distill|student-<arch>[-s<frame size>][-structured<P>-ft][-int8|-int8-ort|-int8-ov|-ort|-ov]")
+         r"(?:-(?P<tail>int8|int8-ort|int8-ov|int8-nncf|int8-et|ort|ov))?",
+         "distill|student-<arch>[-s<frame size>][-structured<P>-ft]"
+         "[-int8|-int8-ort|-int8-ov|-int8-nncf|-int8-et|-ort|-ov]")
 def _student(cc, kind, arch, size=None, pruned=None, pct=None, tail=None):
     """A student distilled from the task's model (``student-``: the same student trained alone,
     alpha 0), optionally pruned and fine-tuned, then a runtime."""

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch._dynamo.utils import counters
 
+from echolite.compress.backends.executorch import EXECUTORCH, pte_runner
 from echolite.compress.backends.onnxruntime import ORT, ort_details, runner, runtime_ops, session
 from echolite.compress.backends.openvino import OPENVINO, openvino_details, openvino_runner
 from echolite.compress.backends.pt2e import EAGER, INDUCTOR, compile_for_cpu, load_program
@@ -100,8 +101,10 @@ def open_runner(stage: Stage, model_factory: Callable[..., nn.Module] | None, th
         path = Path(stage.artifacts["onnx"])
         ops = runtime_ops(path, threads)
         return Runner(onnx_runner(path, ORT, threads), lambda: {"runtime_ops": ops})
-    if stage.runtime == OPENVINO:
-        return Runner(onnx_runner(Path(stage.artifacts["onnx"]), OPENVINO, threads))
+    if stage.runtime == OPENVINO:  # an .onnx file or its own IR (.xml)
+        return Runner(onnx_runner(Path(next(iter(stage.artifacts.values()))), OPENVINO, threads))
+    if stage.runtime == EXECUTORCH:
+        return Runner(pte_runner(Path(stage.artifacts["pte"])))
     module = load_module(stage, model_factory)
     if stage.runtime == EAGER:
         def eager(x):

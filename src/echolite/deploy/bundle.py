@@ -34,6 +34,7 @@ from echolite.compress.backends.openvino import OPENVINO
 from echolite.data.echonet import video_path
 from echolite.deploy.predict import DEFAULT_CLIPS, Variant, open_variant, preprocess_spec
 from echolite.deploy.runner import PREPROCESS_FILE
+from echolite.measure.size import model_files
 from echolite.results import size_bytes
 
 PACKAGE = Path(echolite.__file__).parent
@@ -68,10 +69,7 @@ def _model_files(variant: Variant) -> tuple[str, list[Path]]:
         raise EcholiteError(f"{variant.name} runs on {stage.runtime}, which needs PyTorch; export takes a variant "
                             f"that runs on ONNX Runtime or OpenVINO (this run has: "
                             f"{', '.join(exportable(variant.results)) or 'none'})")
-    if "openvino" in stage.artifacts:  # an OpenVINO IR: the .xml and its weights
-        xml = Path(stage.artifacts["openvino"])
-        return RUNTIME_PACKAGE[stage.runtime], [xml, xml.with_suffix(".bin")]
-    return RUNTIME_PACKAGE[stage.runtime], [Path(stage.artifacts["onnx"])]
+    return RUNTIME_PACKAGE[stage.runtime], model_files(next(iter(stage.artifacts.values())))
 
 
 def exportable(results: dict) -> list[str]:
@@ -93,9 +91,8 @@ def export(run_dir: str | Path, name: str, out: str | Path, clips: int = DEFAULT
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise EcholiteError(f"--out {out}: exists and is not empty; export never overwrites (choose a new folder)")
-    missing = [str(f) for f in files if not f.is_file()]
-    if missing:
-        raise EcholiteError(f"{variant.name}: model file(s) missing from the store: {missing} (rerun the run)")
+    if not files[0].is_file():
+        raise EcholiteError(f"{variant.name}: its model file {files[0]} is missing from the store (rerun the run)")
     prep = preprocess_spec(variant.cfg, clips)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
     try:

@@ -9,25 +9,28 @@ from pathlib import Path
 import torch
 
 
-def file_bytes(path: str | Path) -> int:
-    """Bytes of a file plus its ONNX external-data sidecar, if any."""
+def model_files(path: str | Path) -> list[Path]:
+    """A model file and the files it loads beside it: an ONNX external-data ``.data``, an OpenVINO
+    IR's ``.bin`` (the weights of its ``.xml``)."""
     path = Path(path)
-    total = path.stat().st_size
-    sidecar = path.with_name(path.name + ".data")
-    return total + (sidecar.stat().st_size if sidecar.exists() else 0)
+    sidecars = [path.with_name(path.name + ".data")] + ([path.with_suffix(".bin")] if path.suffix == ".xml" else [])
+    return [path] + [p for p in sidecars if p.exists()]
+
+
+def file_bytes(path: str | Path) -> int:
+    """Bytes of a model file and its sidecars (:func:`model_files`)."""
+    return sum(p.stat().st_size for p in model_files(path))
 
 
 def compressed_bytes(path: str | Path, level: int = 6) -> int:
     """Bytes of the file (and sidecar) deflate-compressed (zlib ``level``): the size to store or
     ship it zipped. Zero weights (unstructured pruning) compress; dense weights barely do."""
-    path = Path(path)
     comp = zlib.compressobj(level)
     total = 0
-    for p in (path, path.with_name(path.name + ".data")):
-        if p.exists():
-            with open(p, "rb") as f:
-                while block := f.read(1 << 22):
-                    total += len(comp.compress(block))
+    for p in model_files(path):
+        with open(p, "rb") as f:
+            while block := f.read(1 << 22):
+                total += len(comp.compress(block))
     return total + len(comp.flush())
 
 

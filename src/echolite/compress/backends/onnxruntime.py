@@ -111,6 +111,34 @@ def runner(sess):
     return run
 
 
+def profile(path: Path, threads: int, example: torch.Tensor, runs: int = 30) -> list[dict]:
+    """ONNX Runtime's per-node kernel times (its profiler) for ``path`` on ``example``, averaged over
+    ``runs`` calls and summed by op type; rows sorted by time."""
+    import json
+
+    with tempfile.TemporaryDirectory(prefix="echolite-prof-") as tmp:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(tmp) / "ort")
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        x = example.numpy().astype(np.float32)
+        for _ in range(runs):
+            sess.run(None, {name: x})
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    totals: Counter = Counter()
+    counts: Counter = Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            op = e.get("args", {}).get("op_name", "?")
+            totals[op] += e["dur"] / 1e3 / runs
+            counts[op] += 1 / runs
+    return [{"op": k, "kernel": "onnxruntime-cpu", "ms": round(v, 3), "count": round(counts[k])}
+            for k, v in totals.most_common()]
+
+
 def ort_details(path: Path, threads: int) -> dict:
     """What ORT really runs for ``path``: int8 and float convolutions after its fusions."""
     ops = runtime_ops(path, threads)

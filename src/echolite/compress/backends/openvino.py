@@ -1,5 +1,6 @@
-"""OpenVINO (CPU plugin) as a backend: it runs ONNX files (float, or ORT's QDQ INT8) compiled per
-input shape, and says at what precision each of its layers really runs.
+"""OpenVINO (CPU plugin) as a backend: it runs ONNX files (float, or ORT's QDQ INT8) and its own IR
+(``.xml`` + ``.bin``: PyTorch converted by ``openvino.convert_model``, quantized by NNCF) compiled per
+input shape, says at what precision each of its layers really runs, and profiles them.
 
 ``openvino`` is imported where it is used (loaded only by the rows that run on it).
 """
@@ -54,6 +55,49 @@ def openvino_runner(path: Path, threads: int):
     return run, facts
 
 
+
+
+def convert_from_torch(module: torch.nn.Module, example: torch.Tensor):
+    """``openvino.convert_model`` of a float module, batch dimension dynamic (the rest as ``example``)."""
+    import openvino as ov
+
+    shape = ov.PartialShape([-1, *example.shape[1:]])
+    with torch.no_grad():
+        return ov.convert_model(module.eval(), example_input=example, input=[shape])
+
+
+def save_ir(model, path: Path) -> Path:
+    """An OpenVINO IR (``path`` .xml and its .bin), weights as they are (no fp16 compression)."""
+    import openvino as ov
+
+    ov.save_model(model, str(path), compress_to_fp16=False)
+    return path
+
+
+def profile(path: Path, threads: int, example: torch.Tensor, runs: int = 30) -> list[dict]:
+    """OpenVINO's per-layer timings (``PERF_COUNT``) of ``path`` on ``example``, summed over ``runs``
+    calls by layer type and the kernel that ran it; rows sorted by time."""
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(str(path))
+    model.reshape({model.inputs[0]: list(example.shape)})
+    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
+              "PERF_COUNT": True}
+    request = core.compile_model(model, "CPU", config).create_infer_request()
+    x = example.numpy().astype(np.float32)
+    for _ in range(3):
+        request.infer({0: x})
+    totals: Counter = Counter()
+    counts: Counter = Counter()
+    for _ in range(runs):
+        request.infer({0: x})
+        for info in request.get_profiling_info():
+            key = (info.node_type, info.exec_type)
+            totals[key] += info.real_time.total_seconds() * 1e3 / runs
+            counts[key] += 1 / runs
+    return [{"op": k[0], "kernel": k[1], "ms": round(v, 3), "count": round(counts[k])}
+            for k, v in totals.most_common()]
 
 
 def openvino_details(path: Path, threads: int, example_shape) -> dict:

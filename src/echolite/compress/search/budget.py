@@ -13,7 +13,7 @@ from echolite import EcholiteError
 
 TEACHER = "teacher"
 _TEACHER_TAILS = {"int8": "static-int8", "int8-ort": "static-int8-ort", "int8-ov": "static-int8-ov",
-                  "ort": "fp32-onnxruntime", "ov": "fp32-openvino"}
+                  "int8-nncf": "static-int8-nncf", "ort": "fp32-onnxruntime", "ov": "fp32-openvino"}
 
 
 def candidate_names(students: list[str], prune: list[int], runtimes: list[str], recipes: list[str]) -> list[str]:
