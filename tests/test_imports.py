@@ -12,7 +12,8 @@ SRC = ROOT / "src" / "echolite"
 
 # top to bottom: a module may import modules of its own layer or below, never above
 LAYERS = [
-    {"cli"}, {"api"}, {"pipeline"}, {"bench", "benchmark", "report", "search", "task_context"}, {"train"}, {"tasks"},
+    {"cli"}, {"api"}, {"pipeline"}, {"bench", "benchmark", "deploy", "report", "search", "task_context"}, {"train"},
+    {"tasks"},
     {"config"}, {"settings", "figures"}, {"results", "compress"}, {"data", "models", "measure", "metrics"},
     {"identity"}, {"store", "env", "typed"},
 ]
@@ -60,3 +61,24 @@ def test_importing_the_package_starts_nothing_heavy():
     code = "import sys, echolite; print(sorted(m for m in ('torch', 'cv2', 'onnxruntime') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_what_a_bundle_carries_imports_no_torch():
+    """The files an export bundle copies (echolite.deploy.bundle.CARRIED) import the standard library,
+    numpy, OpenCV, a runtime and each other only: a bundle runs where PyTorch is not installed."""
+    from echolite.deploy.bundle import CARRIED
+
+    allowed = {"numpy", "cv2", "onnxruntime", "openvino", "__future__"}
+    carried = {"echolite." + rel.removesuffix(".py").removesuffix("/__init__").replace("/", ".") for rel in CARRIED}
+    carried.add("echolite")
+    bad = []
+    for rel in CARRIED:
+        for node in ast.walk(ast.parse((SRC / rel).read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            for name in names:
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names or top in allowed or name in carried:
+                    continue
+                bad.append((rel, name))
+    assert not bad, bad

@@ -4,6 +4,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -65,13 +66,37 @@ def test_smoke_run_end_to_end(phantom_root, tmp_path, capsys):
     assert [r["name"] for r in again["rows"]] == SMOKE_ROWS
     assert again["rows"][3]["latency_ms"] != int8["latency_ms"]  # timed in this process
 
-    # bench re-times every saved artifact (.pt2, .onnx, state dicts) in one process
-    assert main(["bench", str(out), "--min-runs", "2", "--min-seconds", "0"]) == 0
+    # bench re-times every saved artifact (.pt2, .onnx, state dicts) in one process, interleaved
+    assert main(["bench", str(out), "--min-runs", "2", "--min-seconds", "0", "--rounds", "2"]) == 0
     bench = json.loads((out / "bench.json").read_text())
-    timed = [r["variant"] for r in bench["rows"]]
-    assert timed[0] == "fp32 [pytorch-eager] (first)" and timed[-1] == "fp32 [pytorch-eager] (last)"
-    assert len(timed) == len(SMOKE_ROWS) + 1 and not bench["not_timed"]
-    assert "dynamic-int8 [pytorch-eager]" in timed
+    assert [r["name"] for r in bench["rows"]] == SMOKE_ROWS and not bench["not_timed"]
+    ref_rounds = bench["reference_p50_ms_rounds"]
+    assert len(ref_rounds) == 2 and bench["reference_drift"] == pytest.approx(max(ref_rounds) / min(ref_rounds) - 1,
+                                                                               abs=1e-3)
+    ort_row = next(r for r in bench["rows"] if r["name"] == "static-int8-ort")
+    by_hand = np.median(np.array(ort_row["p50_ms_rounds"]) / np.array(ref_rounds))  # same-round ratios
+    assert ort_row["ratio_vs_fp32_eager"] == pytest.approx(by_hand, rel=1e-2)
+    assert ort_row["ratio_min"] <= ort_row["ratio_vs_fp32_eager"] <= ort_row["ratio_max"]
+
+    # predict on the run's own TEST videos: one clip is the row's clip; a bundle without torch agrees
+    capsys.readouterr()
+    assert main(["predict", "--model", str(out / "static-int8-ort"), "--split", "TEST", "--clips", "2",
+                 "--csv", str(tmp_path / "test.csv")]) == 0
+    assert "one clip vs the run's row: max |ΔEF| 0.0000" in capsys.readouterr().out
+    table = pd.read_csv(tmp_path / "test.csv")
+    assert table["FileName"].tolist() == test["FileName"].tolist() and (table["clips"] == 2).all()
+    np.testing.assert_allclose(table["EF_pred_one_clip"], rows["static-int8-ort"]["prediction"], atol=1e-3)
+    bundle = tmp_path / "bundle"
+    assert main(["export", str(out), "static-int8-ort", "--out", str(bundle), "--check"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{len(test)} TEST videos, one clip each: max |EF - the run's row| 0.00" in printed
+    assert {p.name for p in bundle.iterdir()} == {"model.onnx", "preprocess.json", "MODEL_CARD.md", "predict.py",
+                                                  "requirements.txt", "echolite"}
+    card = (bundle / "MODEL_CARD.md").read_text()
+    assert "Not a medical device" in card and "phantom" in card and "paired Δ" in card
+    assert main(["export", str(out), "static-int8-ort", "--out", str(bundle)]) == 2  # never overwrites
+    assert main(["export", str(out), "static-int8", "--out", str(tmp_path / "b2")]) == 2  # needs PyTorch
+    assert "needs PyTorch" in capsys.readouterr().err
 
     # the report is a function of results.json alone
     for name in ("report.md", "pareto.png", "agreement.png"):

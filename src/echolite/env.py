@@ -21,7 +21,8 @@ from echolite import EcholiteError
 
 # the packages whose versions every run records and every store key includes (one list)
 PACKAGES = ("echolite", "torch", "torchvision", "torchao", "onnx", "onnxscript", "onnxruntime",
-            "openvino", "torch-pruning", "numpy", "opencv-python-headless", "pandas", "scikit-learn")
+            "openvino", "nncf", "executorch", "torch-pruning", "numpy", "opencv-python-headless", "pandas",
+            "scikit-learn")
 
 
 @functools.cache

@@ -9,6 +9,8 @@ from echolite.compress import (
     CompressionError,
     Context,
     DynamicPTQConfig,
+    ExecuTorchConfig,
+    NNCFConfig,
     OnnxRuntimeConfig,
     OrtStaticConfig,
     QATConfig,
@@ -141,6 +143,63 @@ def test_openvino_runs_the_same_qdq_file_in_int8(model, tmp_path):
     x = torch.cat(clips(2, seed=7))
     a, b = open_runner(ort, None, 2)(x), open_runner(ov, None, 2)(x)
     assert (a - b).abs().max().item() < 0.5  # one QDQ model, two runtimes (EF points)
+
+
+def test_nncf_quantizes_every_conv_in_openvinos_own_ir(model, tmp_path):
+    """PyTorch -> openvino.convert_model -> nncf.quantize: OpenVINO runs all 20 convs in int8 (its own
+    runtime precisions), the IR's size counts its .bin, and it predicts like the float model."""
+    stage = compress(model, NNCFConfig(), ctx(tmp_path))
+    d = stage.details[-1]
+    assert stage.runtime == "openvino-cpu" and stage.precision == "int8"
+    assert d["int8_convs"] == N_CONVS and d["float_convs"] == 0 and d["calibration_items"] == 4
+    xml = stage.artifacts["openvino"]
+    assert xml.suffix == ".xml" and file_bytes(xml) == xml.stat().st_size + xml.with_suffix(".bin").stat().st_size
+    assert file_bytes(xml) <= 0.3 * state_dict_bytes(model)
+    x = torch.cat(clips(2, seed=7))  # batch 2: the IR's batch dimension is dynamic
+    with torch.no_grad():
+        ref = model(x)
+    assert (open_runner(stage, None, 2)(x) - ref).abs().max().item() < 3.0
+
+
+def test_nncf_accuracy_control_returns_layers_to_float_until_the_budget(model, tmp_path):
+    """quantize_with_accuracy_control against the task's metric (MAE, lower is better, negated for
+    NNCF): with an unreachable budget it returns layers to float, at most max_iterations, and the
+    row says how many convs OpenVINO runs in float."""
+    val = torch.cat(clips(6, seed=11))
+    with torch.no_grad():
+        targets = model(val).numpy().astype(np.float64) + np.array([5.0, -5.0, 4.0, -4.0, 6.0, -6.0])
+
+    def validation(n):
+        return val, targets, lambda y, out: float(np.mean(np.abs(np.asarray(y) - out.reshape(-1).double().numpy())))
+
+    c = ctx(tmp_path)
+    c.validation, c.budget, c.higher_is_better = validation, (1e-6, True), False
+    stage = compress(model, NNCFConfig(accuracy_control=True, max_iterations=2), c)
+    d = stage.details[-1]
+    ac = d["accuracy_control"]
+    assert ac["drop_type"] == "relative" and ac["max_drop"] == 1e-6 and ac["items"] == 6 and ac["validations"] >= 2
+    assert ac["float_score"] == pytest.approx(np.mean(np.abs(targets - model(val).detach().numpy())), rel=1e-3)
+    assert 1 <= d["float_convs"] <= 2 and d["int8_convs"] == N_CONVS - d["float_convs"]
+    assert stage.precision == f"int8 ({d['float_convs']} of {N_CONVS} convs fp32)"
+
+
+def test_executorch_lowers_every_int8_conv_to_xnnpack(model, tmp_path):
+    """XNNPACKQuantizer -> .pte with the XNNPACK delegate: every conv int8 (counted in the PT2E
+    graph), none left outside the delegate; the .pte runs here (x86) like the float model, and a
+    batch runs item by item (the program's shape is static)."""
+    stage = compress(model, ExecuTorchConfig(), ctx(tmp_path))
+    d = stage.details[-1]
+    assert stage.runtime == "executorch-xnnpack" and stage.precision == "int8"
+    assert d["quantized_ops"]["conv_int8"] == d["quantized_ops"]["conv_total"] == N_CONVS
+    assert d["xnnpack_partitions"] >= 1 and not any("conv" in k for k in d["ops_outside_xnnpack"])
+    assert "x86" in d["timed_on"] and file_bytes(stage.artifacts["pte"]) <= 0.3 * state_dict_bytes(model)
+    x = torch.cat(clips(2, seed=7))
+    with torch.no_grad():
+        ref = model(x)
+    run = open_runner(stage, None, 2)
+    y = run(x)
+    assert y.shape == ref.shape and (y - ref).abs().max().item() < 3.0
+    assert torch.allclose(y[1:], run(x[1:]))
 
 
 @pytest.mark.slow

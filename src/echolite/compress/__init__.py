@@ -25,7 +25,9 @@ from echolite.compress.base import (
 from echolite.compress.steps import (
     CompileConfig,
     DynamicPTQConfig,
+    ExecuTorchConfig,
     FineTuneConfig,
+    NNCFConfig,
     OnnxRuntimeConfig,
     OrtStaticConfig,
     QATConfig,
@@ -36,4 +38,5 @@ from echolite.compress.steps import (
 
 __all__ = ["CompressionError", "Context", "Stage", "StepConfig", "apply", "register", "step_types",
            "OnnxRuntimeConfig", "OrtStaticConfig", "CompileConfig", "DynamicPTQConfig", "QATConfig",
-           "StaticPTQConfig", "FineTuneConfig", "StructuredPruneConfig", "UnstructuredPruneConfig"]
+           "StaticPTQConfig", "FineTuneConfig", "StructuredPruneConfig", "UnstructuredPruneConfig", "NNCFConfig",
+           "ExecuTorchConfig"]

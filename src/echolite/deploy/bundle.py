@@ -182,7 +182,13 @@ def model_card(variant: Variant, prep: dict, folder: Path) -> str:
     return "\n".join(lines)
 
 
-_BLOCK_TORCH = 'raise ImportError("torch is blocked here: an echolite bundle must run without PyTorch")\n'
+def torch_blocker(folder: Path) -> dict:
+    """An environment in which ``import torch`` raises (a ``torch`` package in ``folder`` put first
+    on PYTHONPATH): what a machine without PyTorch looks like to a bundle."""
+    (folder / "torch").mkdir(parents=True, exist_ok=True)
+    (folder / "torch" / "__init__.py").write_text(
+        'raise ImportError("torch is blocked here: an echolite bundle must run without PyTorch")\n')
+    return {**os.environ, "PYTHONPATH": str(folder)}
 
 
 def check_bundle(bundle: str | Path, variant: Variant, limit: int = 0) -> dict:
@@ -195,10 +201,8 @@ def check_bundle(bundle: str | Path, variant: Variant, limit: int = 0) -> dict:
     ids = meas["ids"][:limit] if limit else meas["ids"]
     expected = dict(zip(meas["ids"], variant.row["prediction"]))
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "torch").mkdir()
-        (Path(tmp) / "torch" / "__init__.py").write_text(_BLOCK_TORCH)
+        env = torch_blocker(Path(tmp) / "blocker")
         csv_path = Path(tmp) / "out.csv"
-        env = {**os.environ, "PYTHONPATH": tmp}
         cmd = [sys.executable, str(bundle / "predict.py"), *(str(video_path(root, i)) for i in ids),
                "--clips", "1", "--csv", str(csv_path)]
         t0 = time.perf_counter()

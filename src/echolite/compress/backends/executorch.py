@@ -54,7 +54,7 @@ def lower(converted: torch.nn.Module, example: torch.Tensor, path: Path) -> dict
 
     program = torch.export.export(converted, (dense(example),))
     edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
-    outside = Counter(str(n.target).split(":")[0].replace("<EdgeOpOverload: ", "")
+    outside = Counter(str(n.target).split(">:")[0].replace("<EdgeOpOverload: ", "")
                       for n in edge.exported_program().graph.nodes
                       if n.op == "call_function" and "call_delegate" not in str(n.target)
                       and "getitem" not in str(n.target))
