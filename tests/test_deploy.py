@@ -14,8 +14,10 @@ import pytest
 
 from echolite import EcholiteError
 from echolite.cli import main
-from echolite.data.video import clip_indices, decode_video, video_clips, window_indices, write_video
+from echolite.data.echonet import EchoClips, read_filelist, video_path
+from echolite.data.video import clip_indices, window_indices, write_video
 from echolite.deploy import bundle, runner
+from echolite.deploy.runner import decode_video, video_clips
 
 PREP = {"n_frames": 4, "size": 32, "sampling": "window", "window_s": 0.6, "clips": 3}
 
@@ -57,6 +59,18 @@ def test_any_container_size_and_colour_reads_as_training_does(tmp_path, suffix, 
     batch, info = runner.clips_of(path, PREP, 3)
     assert batch.shape == (3, 4, 1, 32, 32) and batch.dtype == np.float32
     assert info == {"frames": 40, "fps": fps, "width": w, "height": h}
+
+
+def test_one_clip_of_a_phantom_video_is_the_clip_training_evaluates(phantom_root):
+    """predict (decode every frame, header frame rate) and the training data path (FileList's counts and
+    frame rate, frames read by seeking, or from the cache) give the same clip, bit for bit."""
+    table = read_filelist(phantom_root)
+    ds = EchoClips(phantom_root, table, n_frames=8, size=112)
+    prep = {"n_frames": 8, "size": 112, "sampling": "window", "window_s": 1.2, "clips": 1}
+    for i in (0, 5):
+        batch, info = runner.clips_of(video_path(phantom_root, table.FileName[i]), prep, 1)
+        assert info["frames"] == table.NumberOfFrames[i]
+        np.testing.assert_array_equal(batch[0], ds[i][0].numpy().astype(np.float32))
 
 
 def test_clips_spread_over_the_whole_video_and_one_clip_is_the_evaluation_clip():
@@ -105,10 +119,12 @@ def test_an_unreadable_video_is_one_line_naming_it_before_any_prediction(tmp_pat
     with pytest.raises(EcholiteError, match="no video files"):
         runner.find_videos([tmp_path / "videos" / "a.avi", tmp_path])  # a folder without videos
     fake = make_bundle(tmp_path / "bundle")
+    capsys.readouterr()
     assert main(["predict", str(good), "--model", str(fake)]) == 2
-    err = capsys.readouterr().err.strip()
+    printed = capsys.readouterr()
+    err = printed.err.strip()
     assert err.count("\n") == 0 and "b.avi: cannot be opened" in err
-    assert "EF" not in capsys.readouterr().out  # nothing predicted before the check
+    assert "a.avi" not in printed.out  # nothing predicted before the check
 
 
 def make_bundle(folder: Path) -> Path:

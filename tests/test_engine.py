@@ -13,7 +13,7 @@ from toy_task import ToyTask, toy_config
 
 from echolite import EcholiteError, pipeline
 from echolite.compress import OnnxRuntimeConfig, StaticPTQConfig, apply
-from echolite.compress.base import _HANDLERS, Context, Stage, StepConfig, register
+from echolite.compress.base import _HANDLERS, Context, Stage, StepConfig, register, save_weights
 from echolite.compress.recipes import Recipe, build, reference_stage
 from echolite.compress.runners import load_module, open_runner
 from echolite.config import from_dict
@@ -141,6 +141,39 @@ def test_a_recipe_of_two_steps_equals_the_steps_by_hand_and_shares_its_prefix(tm
     b = open_runner(s2, ctx.model_factory, 2)(x)
     assert torch.equal(a, b) and built_two.precision == s2.precision == "int8"
     assert built_two.methods == ["static-ptq", "onnx-export"]
+
+
+def test_a_step_that_reads_the_budget_is_rebuilt_when_the_budget_changes(tmp_path):
+    """A step whose output depends on the task's budget (NNCF's accuracy control without its own
+    max_drop) has the budget in its store key: another budget rebuilds it, the same one reuses it."""
+    @dataclasses.dataclass(frozen=True)
+    class BudgetProbe(StepConfig):
+        key: ClassVar[str] = "budget_probe"
+        method: ClassVar[str] = "budget-probe"
+        family: ClassVar[str] = "quantization"
+        uses_budget: ClassVar[bool] = True
+
+    seen = []
+
+    @register(BudgetProbe)
+    def probe(stage, cfg, ctx):
+        seen.append(ctx.budget)
+        return stage.then(cfg.method, {"budget": list(ctx.budget)},
+                          artifacts={"state_dict": save_weights(stage.module, ctx.work_dir)})
+
+    try:
+        cfg = toy_config()
+        task = ToyTask(cfg, ToyTask.prepare(cfg, tmp_path, None))
+        torch.manual_seed(0)
+        ctx = _toy_context(tmp_path, task)
+        base, key = reference_stage(task.build_model(cfg).eval(), ctx.store, ctx)
+        recipe = Recipe("probe", (BudgetProbe(),))
+        for budget in ((0.05, True), (0.5, True), (0.05, True), (0.05, False)):
+            build(recipe, base, key, dataclasses.replace(ctx, budget=budget), ctx.store,
+                  lambda st: load_module(st, ctx.model_factory))
+        assert seen == [(0.05, True), (0.5, True), (0.05, False)]  # the third build reused the first
+    finally:
+        _HANDLERS.pop(BudgetProbe)
 
 
 def test_other_data_rebuilds_baseline_exports_calibration_and_rows(tmp_path, caplog):

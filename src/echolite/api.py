@@ -113,7 +113,8 @@ def predict(videos: list[str | Path], model: str | Path, clips: int | None = Non
     """EF of each video (files or folders) from ``RUN_DIR/VARIANT`` or an export bundle: one row per
     video (FileName, EF_pred, EF_sd, EF_min, EF_max, clips, ...), as ``echolite predict`` writes."""
     run, prep, _ = deploy_predict.resolve(model, threads, clips)
-    return runner.predict_paths(runner.find_videos(list(videos)), run, prep, prep["clips"], fps)
+    paths = runner.find_videos(list(videos), runner.needs_fps(prep, fps))
+    return runner.predict_paths(paths, run, prep, prep["clips"], fps)
 
 
 def export(run_dir: str | Path, name: str, out: str | Path, clips: int | None = None) -> Path:

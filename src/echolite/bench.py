@@ -54,7 +54,9 @@ def bench_run(run_dir: str | Path, min_runs: int | None = None, min_seconds: flo
     files alone (module docstring); writes and returns ``bench.json``.
 
     Per round, each variant gets ``min_runs / rounds`` timed calls (at least 3) and
-    ``min_seconds / rounds`` seconds; the order of the variants rotates from round to round.
+    ``min_seconds / rounds`` seconds; the order rotates from round to round (the reference's place
+    too). Every runner stays open across the rounds (runtimes idle between their turns: ORT
+    sessions do not spin).
     """
     if rounds < 1:
         raise EcholiteError(f"--rounds must be >= 1, got {rounds}")
@@ -84,13 +86,13 @@ def bench_run(run_dir: str | Path, min_runs: int | None = None, min_seconds: flo
     per_round = {"min_runs": max(3, math.ceil(mc.latency_min_runs / rounds)),
                  "min_seconds": mc.latency_min_seconds / rounds}
     first_call, p50s = {}, {name: [] for name in runners}
-    others = [n for n in runners if n != REFERENCE]
+    names = list(runners)
     with pinned_threads(mc.threads), torch.no_grad():
         for name, fn in runners.items():  # first calls (compilation) and warm-up, outside the rounds
             first_call[name] = time_callable(lambda fn=fn: fn(example), 1, 0.0, warmup=3)["first_call_ms"]
         for r in range(rounds):
-            shift = r % max(1, len(others))
-            for name in [REFERENCE, *others[shift:], *others[:shift]]:
+            shift = r % len(names)
+            for name in [*names[shift:], *names[:shift]]:  # every position, the reference's too
                 t = time_callable(lambda fn=runners[name]: fn(example), per_round["min_runs"],
                                   per_round["min_seconds"], warmup=1)
                 p50s[name].append(t["p50"])
@@ -109,8 +111,9 @@ def bench_run(run_dir: str | Path, min_runs: int | None = None, min_seconds: flo
                      "throughput_items_per_s": thr["throughput_items_per_s"]})
     drift = float(ref.max() / ref.min() - 1.0)
     out = {"device": f"cpu: {cpu_name()}, {mc.threads} threads", "rounds": rounds, "per_round": per_round,
-           "protocol": "interleaved rounds: every variant once per round (order rotated), the reference in "
-                       "every round; ratio = median over rounds of p50(variant) / p50(reference) of that round",
+           "protocol": "interleaved rounds: every variant once per round (order rotated, the reference's place "
+                       "too), every runner open throughout; ratio = median over rounds of p50(variant) / "
+                       "p50(reference) of that round",
            "reference_p50_ms": float(np.median(ref)), "reference_p50_ms_rounds": [round(v, 3) for v in ref],
            "reference_drift": drift, "reference_drift_flag": drift > DRIFT_FLAG,
            "rows": rows, "not_timed": skipped}

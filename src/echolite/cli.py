@@ -252,8 +252,9 @@ def cmd_predict(args) -> int:
     if args.split:
         if variant is None:
             raise EcholiteError("--split scores a run's own data: give --model RUN_DIR/VARIANT")
-        if args.videos:
-            raise EcholiteError("--split reads the run's own videos: name no VIDEO")
+        if args.videos or args.fps:
+            raise EcholiteError("--split reads the run's own videos at FileList's frame rates: name no VIDEO "
+                                "and no --fps")
         summary, rows = predict.evaluate_split(variant, run, prep, args.split)
         d = summary["paired_delta"]
         print(f"{summary['variant']} on {summary['split']} ({summary['n']} videos): MAE one clip "
@@ -267,7 +268,7 @@ def cmd_predict(args) -> int:
         return 0
     if not args.videos:
         raise EcholiteError("name at least one VIDEO or folder (or --split TEST with --model RUN_DIR/VARIANT)")
-    paths = runner.find_videos(args.videos)
+    paths = runner.find_videos(args.videos, runner.needs_fps(prep, args.fps))
     rows = runner.predict_paths(paths, run, prep, prep["clips"], args.fps,
                                 on_row=lambda r: print(runner.describe(r), flush=True))
     if args.csv:

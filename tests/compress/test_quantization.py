@@ -163,22 +163,31 @@ def test_nncf_quantizes_every_conv_in_openvinos_own_ir(model, tmp_path):
 
 def test_nncf_accuracy_control_returns_layers_to_float_until_the_budget(model, tmp_path):
     """quantize_with_accuracy_control against the task's metric (MAE, lower is better, negated for
-    NNCF): with an unreachable budget it returns layers to float, at most max_iterations, and the
-    row says how many convs OpenVINO runs in float."""
+    NNCF): with an unreachable budget it returns layers to float, at most max_iterations, the row says
+    how many convs OpenVINO runs in float, and the record holds MAEs over all items (not NNCF's
+    single-item probes) and that the budget was not reached."""
     val = torch.cat(clips(6, seed=11))
+    offsets = np.array([1.0, -5.0, 4.0, -4.0, 6.0, -6.0])  # item 0's error (1) is not the mean (4.33)
     with torch.no_grad():
-        targets = model(val).numpy().astype(np.float64) + np.array([5.0, -5.0, 4.0, -4.0, 6.0, -6.0])
+        float_pred = model(val).numpy().astype(np.float64)
+    targets = float_pred + offsets
 
     def validation(n):
         return val, targets, lambda y, out: float(np.mean(np.abs(np.asarray(y) - out.reshape(-1).double().numpy())))
 
     c = ctx(tmp_path)
     c.validation, c.budget, c.higher_is_better = validation, (1e-6, True), False
-    stage = compress(model, NNCFConfig(accuracy_control=True, max_iterations=2), c)
+    config = NNCFConfig(accuracy_control=True, max_iterations=2)
+    assert config.uses_budget and not NNCFConfig(accuracy_control=True, max_drop=0.1).uses_budget
+    stage = compress(model, config, c)
     d = stage.details[-1]
     ac = d["accuracy_control"]
-    assert ac["drop_type"] == "relative" and ac["max_drop"] == 1e-6 and ac["items"] == 6 and ac["validations"] >= 2
-    assert ac["float_score"] == pytest.approx(np.mean(np.abs(targets - model(val).detach().numpy())), rel=1e-3)
+    assert ac["drop_type"] == "relative" and ac["max_drop"] == 1e-6 and ac["items"] == 6
+    assert ac["float_score"] == pytest.approx(np.abs(offsets).mean(), abs=2e-3)  # the OpenVINO float model
+    final = open_runner(stage, None, 2)(val).reshape(-1).double().numpy()  # the saved IR, scored by hand
+    assert ac["final_score"] == pytest.approx(np.abs(targets - final).mean(), abs=1e-4)
+    assert ac["drop"] == pytest.approx(ac["final_score"] / ac["float_score"] - 1, abs=1e-9)
+    assert ac["reached_budget"] is (ac["drop"] <= 1e-6) and ac["full_validations"] >= 1
     assert 1 <= d["float_convs"] <= 2 and d["int8_convs"] == N_CONVS - d["float_convs"]
     assert stage.precision == f"int8 ({d['float_convs']} of {N_CONVS} convs fp32)"
 

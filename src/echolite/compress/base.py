@@ -159,6 +159,8 @@ class StepConfig:
         consumes: FLOAT or QUANTIZED ("any PyTorch module").
         produces: FLOAT, QUANTIZED or RUNTIME (nothing may follow a RUNTIME step).
         uses_data: whether its output depends on the task's data (calibration, fine-tuning).
+        uses_budget: whether its output depends on the task's budget (``Context.budget``), which
+            then joins its store key.
     """
 
     key: ClassVar[str]
@@ -167,6 +169,7 @@ class StepConfig:
     consumes: ClassVar[str] = FLOAT
     produces: ClassVar[str] = FLOAT
     uses_data: ClassVar[bool] = True
+    uses_budget: ClassVar[bool] = False  # a step may make it a property of its fields
 
     def label(self) -> str:
         """``key(field=value, ...)`` with the non-default fields: how a step shows in logs."""

@@ -325,7 +325,8 @@ def build(recipe: Recipe, base: Stage, base_key: str, ctx: Context, store,
     info = {"steps": []}
     n = len(recipe.steps)
     for i, step in enumerate(recipe.steps, 1):
-        inputs = stage_inputs(parent, step.key_dict(), ctx.model_key, ctx.data_key if step.uses_data else None)
+        config = {**step.key_dict(), **({"task_budget": list(ctx.budget)} if step.uses_budget else {})}
+        inputs = stage_inputs(parent, config, ctx.model_key, ctx.data_key if step.uses_data else None)
         entry = store.entry("stage", f"{recipe.name}#{i}", inputs)
         if entry.complete:
             log.info("%s: step %d/%d %s: reusing %s", recipe.name, i, n, step.label(), entry.path.name)

@@ -164,63 +164,11 @@ def clip_indices(n_video_frames: int, n_frames: int, fps: float, sampling: str, 
     raise EcholiteError(f"sampling must be one of {SAMPLINGS}, but got {sampling!r}")
 
 
-def video_clips(n_video_frames: int, n_frames: int, fps: float, sampling: str, window_s: float,
-                clips: int) -> list[np.ndarray]:
-    """``clips`` evaluation clips spread over the whole video (test-time averaging, as EchoNet-Dynamic
-    does over a video's beats); one clip is exactly the evaluation clip of :func:`clip_indices`.
-
-    ``window``: windows of the evaluation stride, their starts evenly spaced from the first frame to
-    the last start that fits. ``spread``: the evaluation spread, shifted by k/clips of its step.
-    Identical clips (a video shorter than a window) are kept once.
-    """
-    if clips < 1:
-        raise EcholiteError(f"clips must be >= 1, got {clips}")
-    one = clip_indices(n_video_frames, n_frames, fps, sampling, window_s)
-    if clips == 1:
-        return [one]
-    last = n_video_frames - 1
-    if sampling == "window":
-        span = int(one[-1] - one[0])
-        starts = np.round(np.linspace(0, max(0, last - span), clips)).astype(np.int64)
-        out = [np.clip(one - one[0] + s, 0, last) for s in starts]
-    else:
-        step = last / max(1, n_frames - 1)
-        out = [np.clip(np.round(np.linspace(0, last, n_frames) + k * step / clips), 0, last).astype(np.int64)
-               for k in range(clips)]
-    unique = {tuple(c.tolist()): c for c in out}
-    return list(unique.values())
-
-
 def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
     """(T, H, W) uint8 frames as (T, size, size), area interpolation (unchanged when already that size)."""
     if frames.shape[1:] == (size, size):
         return frames
     return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
-
-
-def decode_video(path: str | Path, size: int) -> np.ndarray:
-    """Every frame of a video (any container OpenCV reads: AVI, MP4, ...; any size, colour or grey)
-    as (T, size, size) uint8 grey: the conversion training applies (:func:`to_grey`, then
-    :func:`resize_frames`), frame by frame, so a long or large video costs little memory.
-
-    Raises:
-        EcholiteError: the file cannot be opened or has no decodable frame.
-    """
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise EcholiteError(f"{path}: cannot be opened as a video (missing, corrupt or not a video)")
-    frames = []
-    try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            frames.append(resize_frames(to_grey(frame)[None], size)[0])
-    finally:
-        cap.release()
-    if not frames:
-        raise EcholiteError(f"{path}: no decodable frame (corrupt, empty or not a video)")
-    return np.stack(frames)
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float) -> None:

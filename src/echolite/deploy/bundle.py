@@ -29,6 +29,7 @@ import torch
 
 import echolite
 from echolite import EcholiteError
+from echolite.compress.backends.executorch import EXECUTORCH
 from echolite.compress.backends.onnxruntime import ORT
 from echolite.compress.backends.openvino import OPENVINO
 from echolite.data.echonet import video_path
@@ -66,10 +67,15 @@ def _model_files(variant: Variant) -> tuple[str, list[Path]]:
     """The runtime package and the file(s) of a variant a bundle can run."""
     stage = variant.stage
     if stage.runtime not in RUNTIME_PACKAGE:
-        raise EcholiteError(f"{variant.name} runs on {stage.runtime}, which needs PyTorch; export takes a variant "
-                            f"that runs on ONNX Runtime or OpenVINO (this run has: "
+        needs = "ExecuTorch's runtime (copy its .pte: README, the ARM path)" if stage.runtime == EXECUTORCH \
+            else "PyTorch"
+        raise EcholiteError(f"{variant.name} runs on {stage.runtime}, which needs {needs}; a bundle carries a "
+                            f"variant that runs on ONNX Runtime or OpenVINO (this run has: "
                             f"{', '.join(exportable(variant.results)) or 'none'})")
-    return RUNTIME_PACKAGE[stage.runtime], model_files(next(iter(stage.artifacts.values())))
+    try:
+        return RUNTIME_PACKAGE[stage.runtime], model_files(next(iter(stage.artifacts.values())))
+    except FileNotFoundError as err:
+        raise EcholiteError(f"{variant.name}: {err} (rerun the run)") from None
 
 
 def exportable(results: dict) -> list[str]:
@@ -94,11 +100,12 @@ def export(run_dir: str | Path, name: str, out: str | Path, clips: int = DEFAULT
     if not files[0].is_file():
         raise EcholiteError(f"{variant.name}: its model file {files[0]} is missing from the store (rerun the run)")
     prep = preprocess_spec(variant.cfg, clips)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))  # same filesystem: os.replace below
     try:
-        for src in files:
-            shutil.copy2(src, tmp / f"model{src.suffix}")
-        prep["model"] = {"file": f"model{files[0].suffix}", "runtime": runtime, "variant": variant.name,
+        for src in files:  # names kept: an .onnx names its external data, an .xml its .bin
+            shutil.copy2(src, tmp / src.name)
+        prep["model"] = {"file": files[0].name, "runtime": runtime, "variant": variant.name,
                          "precision": variant.row["precision"], "backend": variant.row["backend"],
                          "method": variant.row["method"]}
         prep["normalisation"] = normalisation(variant)
@@ -113,7 +120,6 @@ def export(run_dir: str | Path, name: str, out: str | Path, clips: int = DEFAULT
             f"{p}=={versions[p]}\n" if versions.get(p) else f"{p}\n"
             for p in ("numpy", "opencv-python-headless", runtime)))
         (tmp / CARD).write_text(model_card(variant, prep, tmp))
-        out.parent.mkdir(parents=True, exist_ok=True)
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(tmp, out)
@@ -176,7 +182,8 @@ def model_card(variant: Variant, prep: dict, folder: Path) -> str:
               "- Frames are read as grey; colour video is converted (BT.601 luma). Frame rate comes from the video "
               "header (`--fps` when there is none).",
               "- No uncertainty beyond the spread across clips (`EF_sd`); a large spread marks a video to review.",
-              "- INT8 arithmetic: predictions differ from the FP32 model's by the paired Δ above.", "",
+              f"- {row['precision']} arithmetic on {row['backend']}: predictions differ from the FP32 model's by the "
+              "paired Δ above.", "",
               "## Files", *[f"- `{p.relative_to(folder)}` ({p.stat().st_size / 1e3:.1f} kB)" for p in files],
               f"- `{CARD}` (this file)", ""]
     return "\n".join(lines)

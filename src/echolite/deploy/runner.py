@@ -25,15 +25,68 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from echolite import EcholiteError
-from echolite.data.video import SAMPLINGS, decode_video, probe_video, read_frames, video_clips
+from echolite.data.video import SAMPLINGS, clip_indices, probe_video, read_frames, resize_frames, to_grey
 
 PREPROCESS_FILE = "preprocess.json"
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".m4v", ".wmv", ".mpg", ".mpeg")
 CSV_COLUMNS = ("FileName", "EF_pred", "EF_sd", "EF_min", "EF_max", "clips", "frames", "fps", "width", "height")
 RUNTIMES = ("onnxruntime", "openvino")
+
+
+def video_clips(n_video_frames: int, n_frames: int, fps: float, sampling: str, window_s: float,
+                clips: int) -> list[np.ndarray]:
+    """``clips`` evaluation clips spread over the whole video (test-time averaging, as EchoNet-Dynamic
+    does over a video's beats); one clip is exactly the evaluation clip of :func:`clip_indices`.
+
+    ``window``: windows of the evaluation stride, their starts evenly spaced from the first frame to
+    the last start that fits. ``spread``: the evaluation spread, shifted by k/clips of its step.
+    Identical clips (a video shorter than a window) are kept once.
+    """
+    if clips < 1:
+        raise EcholiteError(f"clips must be >= 1, got {clips}")
+    one = clip_indices(n_video_frames, n_frames, fps, sampling, window_s)
+    if clips == 1:
+        return [one]
+    last = n_video_frames - 1
+    if sampling == "window":
+        span = int(one[-1] - one[0])
+        starts = np.round(np.linspace(0, max(0, last - span), clips)).astype(np.int64)
+        out = [np.clip(one - one[0] + s, 0, last) for s in starts]
+    else:
+        step = last / max(1, n_frames - 1)
+        out = [np.clip(np.round(np.linspace(0, last, n_frames) + k * step / clips), 0, last).astype(np.int64)
+               for k in range(clips)]
+    unique = {tuple(c.tolist()): c for c in out}
+    return list(unique.values())
+
+
+def decode_video(path: str | Path, size: int) -> np.ndarray:
+    """Every frame of a video (any container OpenCV reads: AVI, MP4, ...; any size, colour or grey)
+    as (T, size, size) uint8 grey: the conversion training applies (:func:`to_grey`, then
+    :func:`resize_frames`), frame by frame, so a long or large video costs little memory.
+
+    Raises:
+        EcholiteError: the file cannot be opened or has no decodable frame.
+    """
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise EcholiteError(f"{path}: cannot be opened as a video (missing, corrupt or not a video)")
+    frames = []
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            frames.append(resize_frames(to_grey(frame)[None], size)[0])
+    finally:
+        cap.release()
+    if not frames:
+        raise EcholiteError(f"{path}: no decodable frame (corrupt, empty or not a video)")
+    return np.stack(frames)
 
 
 def check_preprocess(prep: dict, where: str) -> dict:
@@ -50,11 +103,12 @@ def check_preprocess(prep: dict, where: str) -> dict:
     return prep
 
 
-def find_videos(inputs: list[str | Path]) -> list[Path]:
+def find_videos(inputs: list[str | Path], need_fps: bool = False) -> list[Path]:
     """Video files named, or inside folders named (their video files, sorted; not recursive).
 
-    Every file is opened and its header read before any prediction, so one unreadable file is a
-    one-line error before the long work starts.
+    Every file is opened and its first frame decoded before any prediction (and, with ``need_fps``,
+    its header's frame rate checked), so one unreadable file is a one-line error before the long
+    work starts.
     """
     found: list[Path] = []
     for item in map(Path, inputs):
@@ -69,7 +123,21 @@ def find_videos(inputs: list[str | Path]) -> list[Path]:
             raise EcholiteError(f"{item}: no such file or folder")
     for path in found:
         read_frames(path, np.array([0]))  # raises: cannot be opened, or no first frame
+        if need_fps:
+            _frame_rate(path, None)
     return found
+
+
+def _frame_rate(path: Path, fps: float | None) -> float:
+    rate = fps or probe_video(path).fps
+    if not (rate and math.isfinite(rate) and rate > 0):
+        raise EcholiteError(f"{path}: the header gives no frame rate; pass --fps")
+    return float(rate)
+
+
+def needs_fps(prep: dict, fps: float | None) -> bool:
+    """Whether videos must carry a frame rate: ``window`` sampling spans seconds, unless --fps is given."""
+    return prep["sampling"] == "window" and not fps
 
 
 def clips_of(path: Path, prep: dict, clips: int, fps: float | None = None) -> tuple[np.ndarray, dict]:
@@ -77,9 +145,7 @@ def clips_of(path: Path, prep: dict, clips: int, fps: float | None = None) -> tu
 
     ``fps`` replaces the header's frame rate (``window`` sampling needs one)."""
     info = probe_video(path)
-    rate = fps or info.fps
-    if prep["sampling"] == "window" and not (rate and math.isfinite(rate) and rate > 0):
-        raise EcholiteError(f"{path}: the header gives no frame rate ({info.fps}); pass --fps")
+    rate = _frame_rate(path, fps) if prep["sampling"] == "window" else (fps or info.fps)
     frames = decode_video(path, prep["size"])  # (N, S, S) uint8 grey
     picks = video_clips(len(frames), prep["n_frames"], rate, prep["sampling"], prep["window_s"], clips)
     batch = np.stack([frames[idx] for idx in picks])[:, :, None].astype(np.float32)  # (K, T, 1, S, S)
@@ -184,7 +250,7 @@ def main(argv: list[str] | None = None, bundle: str | Path | None = None) -> int
     args = p.parse_args(argv)
     try:
         run, prep = open_bundle(args.bundle, args.threads)
-        paths = find_videos(args.videos)
+        paths = find_videos(args.videos, needs_fps(prep, args.fps))
         rows = predict_paths(paths, run, prep, args.clips or prep["clips"], args.fps,
                              on_row=lambda r: print(describe(r), flush=True))
         if args.csv:

@@ -13,8 +13,13 @@ def model_files(path: str | Path) -> list[Path]:
     """A model file and the files it loads beside it: an ONNX external-data ``.data``, an OpenVINO
     IR's ``.bin`` (the weights of its ``.xml``)."""
     path = Path(path)
-    sidecars = [path.with_name(path.name + ".data")] + ([path.with_suffix(".bin")] if path.suffix == ".xml" else [])
-    return [path] + [p for p in sidecars if p.exists()]
+    if path.suffix == ".xml":
+        weights = path.with_suffix(".bin")
+        if not weights.is_file():
+            raise FileNotFoundError(f"{path}: its weights {weights.name} are missing")
+        return [path, weights]
+    data = path.with_name(path.name + ".data")
+    return [path] + ([data] if data.exists() else [])
 
 
 def file_bytes(path: str | Path) -> int:

@@ -51,6 +51,12 @@ class NNCFConfig(StepConfig):
     validation_items: int = setting(0, "VAL items the accuracy control scores (0 = all)")
     max_iterations: int = setting(8, "at most this many layers returned to float by accuracy control")
 
+    @property
+    def uses_budget(self) -> bool:
+        """Its result depends on the task's budget (accuracy control without its own max_drop): the
+        budget joins its store key."""
+        return self.accuracy_control and self.max_drop is None
+
     def __post_init__(self):
         if self.validation_items < 0 or self.max_iterations < 1 or (self.max_drop is not None and self.max_drop < 0):
             raise ValueError("validation_items must be >= 0, max_iterations >= 1, max_drop >= 0")
@@ -91,23 +97,34 @@ def nncf_ptq(stage: Stage, cfg: NNCFConfig, ctx: Context) -> Stage:
 
 def _with_accuracy_control(float_model, calibration, preset, cfg: NNCFConfig, ctx: Context):
     """NNCF's accuracy-aware search; the metric NNCF maximises is the task's primary metric, negated
-    when lower is better (NNCF assumes higher is better)."""
+    when lower is better (NNCF assumes higher is better).
+
+    What NNCF reports is not trusted as the record: its first calls score single items (to learn
+    what the function returns) and it returns its last model when it runs out of iterations. The
+    float and the returned models are scored here on all the validation items, and whether the
+    budget was reached is computed from those two scores."""
     import nncf
+    import openvino as ov
 
     if ctx.validation is None or ctx.budget is None:
         raise CompressionError(f"{cfg.key}: accuracy control needs the task's VAL items and budget")
     inputs, targets, metric = ctx.validation(cfg.validation_items)
     sign = 1.0 if ctx.higher_is_better else -1.0
-    max_drop, relative = (cfg.max_drop, ctx.budget[1]) if cfg.max_drop is not None else ctx.budget
+    max_drop, relative = budget_of(cfg, ctx)
     items = [(i, inputs[i:i + 1].float().numpy()) for i in range(len(inputs))]
-    scores: list[float] = []
+    full_calls = []
+
+    def score(compiled, data) -> float:
+        data = list(data)
+        out = torch.cat([torch.from_numpy(np.array(compiled(x)[0])).reshape(1, -1) for _, x in data])
+        return float(metric(targets[[i for i, _ in data]], out.squeeze(1) if out.shape[1] == 1 else out))
 
     def validate(compiled, data) -> float:
         data = list(data)
-        out = torch.cat([torch.from_numpy(np.array(compiled(x)[0])).reshape(1, -1) for _, x in data])
-        score = metric(targets[[i for i, _ in data]], out.squeeze(1) if out.shape[1] == 1 else out)
-        scores.append(float(score))
-        return sign * float(score)
+        value = score(compiled, data)
+        if len(data) == len(items):
+            full_calls.append(value)
+        return sign * value
 
     quantized = nncf.quantize_with_accuracy_control(
         float_model, calibration, nncf.Dataset(items, lambda item: item[1]), validate,
@@ -115,10 +132,23 @@ def _with_accuracy_control(float_model, calibration, preset, cfg: NNCFConfig, ct
         preset=preset, subset_size=len(list(calibration.get_data())),
         advanced_accuracy_restorer_parameters=nncf.AdvancedAccuracyRestorerParameters(
             max_num_iterations=cfg.max_iterations))
+    core = ov.Core()
+    float_score = score(core.compile_model(float_model, "CPU"), items)
+    final_score = score(core.compile_model(quantized, "CPU"), items)
+    worse = sign * (float_score - final_score)  # > 0: the quantized model is worse
+    drop = worse / abs(float_score) if relative else worse
     info = {"metric": "primary metric" + ("" if ctx.higher_is_better else " (negated for NNCF)"),
             "split": "VAL", "items": len(items), "max_drop": max_drop, "drop_type": "relative" if relative else
-            "absolute", "max_iterations": cfg.max_iterations, "validations": len(scores),
-            "float_score": scores[0] if scores else None, "last_score": scores[-1] if scores else None}
-    log.info("NNCF accuracy control: %d validations, VAL %s -> %s", len(scores), info["float_score"],
-             info["last_score"])
+            "absolute", "max_iterations": cfg.max_iterations, "full_validations": len(full_calls),
+            "float_score": float_score, "final_score": final_score, "drop": drop,
+            "reached_budget": bool(drop <= max_drop)}
+    log.info("NNCF accuracy control: VAL %.4f (float) -> %.4f (returned), drop %.4f vs max %.4f: %s", float_score,
+             final_score, drop, max_drop, "within" if info["reached_budget"] else "NOT within the budget")
     return quantized, info
+
+
+def budget_of(cfg: NNCFConfig, ctx: Context) -> tuple[float, bool]:
+    """The allowed worsening (and whether it is relative): the step's ``max_drop``, else the task's budget."""
+    if cfg.max_drop is not None:
+        return cfg.max_drop, bool(ctx.budget[1]) if ctx.budget else True
+    return ctx.budget
