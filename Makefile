@@ -29,12 +29,13 @@ run: venv
 run-classify: venv
 	$(BIN)/echolite run --task cifar10 --config $(CONFIG) --out runs/cifar10-$(CONFIG)
 
+# two pytest workers (the machine's 2 cores), whole files per worker: module fixtures are built once
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 	$(BIN)/ruff check .
 
 test-fast: venv
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow"
 	$(BIN)/ruff check .
 
 # the import graph of src/echolite: cycles (module- and function-level imports alike)

@@ -9,12 +9,15 @@ imported where it is used; when it is missing or cannot lower the model, the row
 
 from __future__ import annotations
 
+import json
+import multiprocessing
+import signal
 from collections import Counter
 from pathlib import Path
 
 import torch
 
-from echolite.compress.base import CompressionError
+from echolite.compress.base import CompressionError, Context
 
 EXECUTORCH = "executorch-xnnpack"
 
@@ -64,6 +67,52 @@ def lower(converted: torch.nn.Module, example: torch.Tensor, path: Path) -> dict
     if convs_outside:
         raise CompressionError(f"{convs_outside} convolution(s) were not delegated to XNNPACK: {dict(outside)}")
     return {"xnnpack_partitions": delegates, "ops_outside_xnnpack": dict(outside)}
+
+
+def _lower_child(inputs: str, path: str, result: str) -> None:
+    """In a process of its own: quantize (XNNPACKQuantizer, the given calibration), lower, write
+    ``path``; what was found goes to ``result`` (json), an error too."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from echolite.compress.backends.pt2e import calibrate, count_quantized_ops, export_graph
+
+    try:
+        data = torch.load(inputs, weights_only=False)  # written by lower_isolated, just before
+        example, calib = data["example"], data["calibration"]
+        prepared = prepare_pt2e(export_graph(data["module"].eval(), example), xnnpack_quantizer(data["per_channel"]))
+        ctx = Context(example_input=example, calibration=lambda: iter(calib), work_dir=Path(path).parent)
+        n = calibrate(prepared, ctx, "executorch")
+        converted = convert_pt2e(prepared)
+        found = {"calibration_items": n, "quantized_ops": count_quantized_ops(converted),
+                 **lower(converted, example, Path(path))}
+    except Exception as err:  # noqa: BLE001 - reported to the parent, which fails the row with it
+        found = {"error": f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}"}
+    Path(result).write_text(json.dumps(found))
+
+
+def lower_isolated(module: torch.nn.Module, example: torch.Tensor, calibration: list[torch.Tensor],
+                   per_channel: bool, path: Path, name: str) -> dict:
+    """Quantize and lower ``module`` to ``path`` in a spawned process; returns what it found.
+
+    Raises:
+        CompressionError: the child raised (its error) or died (its exit code or signal).
+    """
+    inputs, result = path.with_name("lowering-inputs.pt"), path.with_name("lowering.json")
+    torch.save({"module": module, "example": example, "calibration": calibration, "per_channel": per_channel},
+               inputs)
+    child = multiprocessing.get_context("spawn").Process(target=_lower_child, args=(str(inputs), str(path),
+                                                                                    str(result)))
+    child.start()
+    child.join()
+    inputs.unlink(missing_ok=True)
+    if child.exitcode != 0:
+        how = f"signal {signal.Signals(-child.exitcode).name}" if child.exitcode < 0 else f"exit code {child.exitcode}"
+        raise CompressionError(f"{name}: ExecuTorch's quantize-and-lower process died ({how})")
+    found = json.loads(result.read_text())
+    result.unlink()
+    if "error" in found:
+        raise CompressionError(f"{name}: {found['error']}")
+    return found
 
 
 def pte_runner(path: Path):

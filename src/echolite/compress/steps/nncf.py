@@ -90,7 +90,10 @@ def nncf_ptq(stage: Stage, cfg: NNCFConfig, ctx: Context) -> Stage:
     if n_float and not cfg.accuracy_control:
         raise CompressionError(f"{cfg.key}: OpenVINO runs {n_float} of {n_int8 + n_float} convolutions in float "
                                "although NNCF was asked to quantize all")
+    back = (details.get("accuracy_control") or {}).get("returned_to_float") or []
     precision = "int8" if not n_float else f"int8 ({n_float} of {n_int8 + n_float} convs fp32)"
+    if back:  # ops the accuracy control returned to float, convs or not (e.g. an output Multiply)
+        precision += f" ({len(back)} op(s) returned to fp32 by accuracy control)"
     return stage.then(cfg.method, details, module=None, precision=precision, runtime=OPENVINO,
                       artifacts={"openvino": path})  # its weights: model.bin beside it
 
@@ -132,6 +135,10 @@ def _with_accuracy_control(float_model, calibration, preset, cfg: NNCFConfig, ct
         preset=preset, subset_size=len(list(calibration.get_data())),
         advanced_accuracy_restorer_parameters=nncf.AdvancedAccuracyRestorerParameters(
             max_num_iterations=cfg.max_iterations))
+    plain = nncf.quantize(float_model, calibration, preset=preset, subset_size=len(list(calibration.get_data())),
+                          advanced_parameters=nncf.AdvancedQuantizationParameters(
+                              backend_params={"compress_weights": False}))  # as the accuracy control quantizes
+    removed = sorted(quantizers(plain) - quantizers(quantized))
     core = ov.Core()
     float_score = score(core.compile_model(float_model, "CPU"), items)
     final_score = score(core.compile_model(quantized, "CPU"), items)
@@ -141,10 +148,16 @@ def _with_accuracy_control(float_model, calibration, preset, cfg: NNCFConfig, ct
             "split": "VAL", "items": len(items), "max_drop": max_drop, "drop_type": "relative" if relative else
             "absolute", "max_iterations": cfg.max_iterations, "full_validations": len(full_calls),
             "float_score": float_score, "final_score": final_score, "drop": drop,
-            "reached_budget": bool(drop <= max_drop)}
+            "reached_budget": bool(drop <= max_drop), "removed_quantizers": removed,
+            "returned_to_float": sorted({q.rsplit("/fq", 1)[0] for q in removed})}
     log.info("NNCF accuracy control: VAL %.4f (float) -> %.4f (returned), drop %.4f vs max %.4f: %s", float_score,
              final_score, drop, max_drop, "within" if info["reached_budget"] else "NOT within the budget")
     return quantized, info
+
+
+def quantizers(model) -> set[str]:
+    """The names of an OpenVINO model's FakeQuantize nodes (NNCF's quantizers)."""
+    return {op.get_friendly_name() for op in model.get_ops() if op.get_type_name() == "FakeQuantize"}
 
 
 def budget_of(cfg: NNCFConfig, ctx: Context) -> tuple[float, bool]:
