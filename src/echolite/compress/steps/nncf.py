@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -90,10 +91,10 @@ def nncf_ptq(stage: Stage, cfg: NNCFConfig, ctx: Context) -> Stage:
     if n_float and not cfg.accuracy_control:
         raise CompressionError(f"{cfg.key}: OpenVINO runs {n_float} of {n_int8 + n_float} convolutions in float "
                                "although NNCF was asked to quantize all")
-    back = (details.get("accuracy_control") or {}).get("returned_to_float") or []
+    removed = (details.get("accuracy_control") or {}).get("removed_quantizers", 0)
     precision = "int8" if not n_float else f"int8 ({n_float} of {n_int8 + n_float} convs fp32)"
-    if back:  # ops the accuracy control returned to float, convs or not (e.g. an output Multiply)
-        precision += f" ({len(back)} op(s) returned to fp32 by accuracy control)"
+    if removed:  # quantizers the accuracy control took out, before convs or not (e.g. an output Multiply)
+        precision += f" ({removed} quantizer(s) removed by accuracy control)"
     return stage.then(cfg.method, details, module=None, precision=precision, runtime=OPENVINO,
                       artifacts={"openvino": path})  # its weights: model.bin beside it
 
@@ -138,7 +139,8 @@ def _with_accuracy_control(float_model, calibration, preset, cfg: NNCFConfig, ct
     plain = nncf.quantize(float_model, calibration, preset=preset, subset_size=len(list(calibration.get_data())),
                           advanced_parameters=nncf.AdvancedQuantizationParameters(
                               backend_params={"compress_weights": False}))  # as the accuracy control quantizes
-    removed = sorted(quantizers(plain) - quantizers(quantized))
+    removed = quantizers(plain) - quantizers(quantized)  # NNCF re-quantizes when it reverts: count, not names
+    lost = runtime_int8(plain) - runtime_int8(quantized)  # what OpenVINO runs in float now
     core = ov.Core()
     float_score = score(core.compile_model(float_model, "CPU"), items)
     final_score = score(core.compile_model(quantized, "CPU"), items)
@@ -149,15 +151,24 @@ def _with_accuracy_control(float_model, calibration, preset, cfg: NNCFConfig, ct
             "absolute", "max_iterations": cfg.max_iterations, "full_validations": len(full_calls),
             "float_score": float_score, "final_score": final_score, "drop": drop,
             "reached_budget": bool(drop <= max_drop), "removed_quantizers": removed,
-            "returned_to_float": sorted({q.rsplit("/fq", 1)[0] for q in removed})}
+            "int8_runtime_ops_lost": dict(lost)}
     log.info("NNCF accuracy control: VAL %.4f (float) -> %.4f (returned), drop %.4f vs max %.4f: %s", float_score,
              final_score, drop, max_drop, "within" if info["reached_budget"] else "NOT within the budget")
     return quantized, info
 
 
-def quantizers(model) -> set[str]:
-    """The names of an OpenVINO model's FakeQuantize nodes (NNCF's quantizers)."""
-    return {op.get_friendly_name() for op in model.get_ops() if op.get_type_name() == "FakeQuantize"}
+def quantizers(model) -> int:
+    """How many FakeQuantize nodes (NNCF's quantizers) an OpenVINO model has."""
+    return sum(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+
+
+def runtime_int8(model) -> Counter:
+    """The layer types OpenVINO's CPU plugin runs in int8 (u8/i8) for ``model``, counted."""
+    import openvino as ov
+
+    ops = ov.Core().compile_model(model, "CPU").get_runtime_model().get_ops()
+    return Counter(op.get_rt_info()["layerType"].astype(str) for op in ops
+                   if op.get_rt_info()["runtimePrecision"].astype(str) in ("u8", "i8"))
 
 
 def budget_of(cfg: NNCFConfig, ctx: Context) -> tuple[float, bool]:
