@@ -133,12 +133,13 @@ def _with_accuracy_control(float_model, calibration, preset, cfg: NNCFConfig, ct
     quantized = nncf.quantize_with_accuracy_control(
         float_model, calibration, nncf.Dataset(items, lambda item: item[1]), validate,
         max_drop=max_drop, drop_type=nncf.DropType.RELATIVE if relative else nncf.DropType.ABSOLUTE,
-        preset=preset, subset_size=len(list(calibration.get_data())),
+        preset=preset, subset_size=len(list(calibration.get_data())), fast_bias_correction=cfg.fast_bias_correction,
         advanced_accuracy_restorer_parameters=nncf.AdvancedAccuracyRestorerParameters(
             max_num_iterations=cfg.max_iterations))
+    # NNCF's plain quantization of the same settings (what its accuracy control starts from and, when
+    # it reverts nothing, returns: weights compressed to int8 in both)
     plain = nncf.quantize(float_model, calibration, preset=preset, subset_size=len(list(calibration.get_data())),
-                          advanced_parameters=nncf.AdvancedQuantizationParameters(
-                              backend_params={"compress_weights": False}))  # as the accuracy control quantizes
+                          fast_bias_correction=cfg.fast_bias_correction)
     removed = quantizers(plain) - quantizers(quantized)  # NNCF re-quantizes when it reverts: count, not names
     lost = runtime_int8(plain) - runtime_int8(quantized)  # what OpenVINO runs in float now
     core = ov.Core()
