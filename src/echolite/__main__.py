@@ -1,3 +1,3 @@
-from echolite.cli import main
+from echolite.cli import entry
 
-raise SystemExit(main())
+raise SystemExit(entry())

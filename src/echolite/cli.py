@@ -512,8 +512,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def entry() -> int:
+    """The ``echolite`` command (and ``python -m echolite``): a crash in native code (a runtime)
+    leaves its Python traceback on stderr, then :func:`main`."""
+    faulthandler.enable()
+    return main()
+
+
 def main(argv: list[str] | None = None) -> int:
-    faulthandler.enable()  # a crash in native code (a runtime) leaves its Python traceback in the log
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
