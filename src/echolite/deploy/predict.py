@@ -16,7 +16,7 @@ from echolite.compress.base import Stage
 from echolite.compress.runners import Runner, open_runner
 from echolite.config import RunConfig, from_dict, with_model
 from echolite.data.echonet import read_filelist, video_path
-from echolite.deploy.runner import PREPROCESS_FILE, check_preprocess, open_bundle, predict_video
+from echolite.deploy.runner import PREPROCESS_FILE, check_preprocess, decode_video, open_bundle, predict_video
 from echolite.metrics.bootstrap import paired_delta, resample_indices
 from echolite.metrics.regression import mae
 from echolite.results import load_results
@@ -107,8 +107,9 @@ def evaluate_split(variant: Variant, run, prep: dict, split: str = "TEST") -> tu
     rows = []
     for name, ef in zip(table["FileName"], table["EF"].astype(float)):
         path = video_path(root, name)
-        whole = predict_video(path, run, prep, prep["clips"])
-        one = predict_video(path, run, prep, 1)
+        frames = decode_video(path, prep["size"])  # once, for both readings
+        whole = predict_video(path, run, prep, prep["clips"], frames=frames)
+        one = predict_video(path, run, prep, 1, frames=frames)
         rows.append({**whole, "FileName": name, "EF": ef, "EF_pred_one_clip": one["EF_pred"]})
     y = np.array([r["EF"] for r in rows])
     p_whole = np.array([r["EF_pred"] for r in rows])

@@ -140,22 +140,24 @@ def needs_fps(prep: dict, fps: float | None) -> bool:
     return prep["sampling"] == "window" and not fps
 
 
-def clips_of(path: Path, prep: dict, clips: int, fps: float | None = None) -> tuple[np.ndarray, dict]:
+def clips_of(path: Path, prep: dict, clips: int, fps: float | None = None,
+             frames: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """The clips of one video, float32 (K, T, 1, size, size), and what was read (frames, fps, size).
 
-    ``fps`` replaces the header's frame rate (``window`` sampling needs one)."""
+    ``fps`` replaces the header's frame rate (``window`` sampling needs one); ``frames``: the video
+    already decoded by :func:`decode_video` at ``prep['size']`` (it is then not decoded again)."""
     info = probe_video(path)
     rate = _frame_rate(path, fps) if prep["sampling"] == "window" else (fps or info.fps)
-    frames = decode_video(path, prep["size"])  # (N, S, S) uint8 grey
+    frames = decode_video(path, prep["size"]) if frames is None else frames  # (N, S, S) uint8 grey
     picks = video_clips(len(frames), prep["n_frames"], rate, prep["sampling"], prep["window_s"], clips)
     batch = np.stack([frames[idx] for idx in picks])[:, :, None].astype(np.float32)  # (K, T, 1, S, S)
     return batch, {"frames": len(frames), "fps": round(float(rate), 3), "width": info.width, "height": info.height}
 
 
 def predict_video(path: Path, run: Callable[[np.ndarray], np.ndarray], prep: dict, clips: int,
-                  fps: float | None = None) -> dict:
+                  fps: float | None = None, frames: np.ndarray | None = None) -> dict:
     """One CSV row: the EF averaged over the video's clips, their spread, and what was read."""
-    batch, info = clips_of(path, prep, clips, fps)
+    batch, info = clips_of(path, prep, clips, fps, frames)
     efs = np.array([float(np.asarray(run(clip[None])).reshape(-1)[0]) for clip in batch])  # batch 1, as timed
     return {"FileName": path.name, "EF_pred": float(efs.mean()), "EF_sd": float(efs.std()),
             "EF_min": float(efs.min()), "EF_max": float(efs.max()), "clips": len(efs), **info,
