@@ -68,7 +68,7 @@ def float_export(module: nn.Module, ctx: Context, model: dict | None = None) -> 
     return entry.path / "model.onnx"
 
 
-def session(path: Path, threads: int, optimized_path: Path | None = None):
+def session(path: Path, threads: int, optimized_path: Path | None = None, profile_prefix: Path | None = None):
     """A CPU InferenceSession pinned to ``threads`` intra-op threads.
 
     Spinning stays off: an idle session's threads would otherwise busy-wait after each call and
@@ -83,6 +83,9 @@ def session(path: Path, threads: int, optimized_path: Path | None = None):
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if optimized_path is not None:
         so.optimized_model_filepath = str(optimized_path)
+    if profile_prefix is not None:  # ORT's per-node profiler (echolite bench --profile)
+        so.enable_profiling = True
+        so.profile_file_prefix = str(profile_prefix)
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
@@ -117,12 +120,7 @@ def profile(path: Path, threads: int, example: torch.Tensor, runs: int = 30) -> 
     import json
 
     with tempfile.TemporaryDirectory(prefix="echolite-prof-") as tmp:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        so.enable_profiling = True
-        so.profile_file_prefix = str(Path(tmp) / "ort")
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        sess = session(path, threads, profile_prefix=Path(tmp) / "ort")  # the sessions it times, profiled
         name = sess.get_inputs()[0].name
         x = example.numpy().astype(np.float32)
         for _ in range(runs):
